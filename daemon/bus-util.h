@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <stdarg.h>
+#include <systemd/sd-bus.h>
+
+#include "manager.h"
+
+/* Property getter for a C bool field (sd-bus' default getter for "b" reads an int). */
+int bus_property_get_bool(sd_bus *bus, const char *path, const char *interface, const char *property,
+                          sd_bus_message *reply, void *userdata, sd_bus_error *error);
+
+/* Emits PropertiesChanged for the NULL-terminated property names in ap. */
+void bus_emit_changed_va(sd_bus *bus, const char *path, const char *interface, const char *first, va_list ap);
+
+/* Validation shared by the Pool and Volume methods; each sets a named error. */
+int validate_volume_size(Manager *m, uint64_t size, sd_bus_error *error);
+int validate_life_cycle(bool save_on_stop, bool snap_on_start, bool has_source, sd_bus_error *error);
+int validate_revisions_to_keep(Manager *m, uint32_t n, sd_bus_error *error);

@@ -1,0 +1,292 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* org.cistern.Cistern1.Manager, and the registration of the whole object tree. */
+
+#include "config.h"
+
+#include "authorize.h"
+#include "errors.h"
+#include "log.h"
+#include "names.h"
+#include "options.h"
+#include "pool.h"
+#include "volume.h"
+
+static int property_get_version(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", CISTERN_VERSION);
+}
+
+static int property_get_drivers(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "as", 1, pool_driver_dir.name);
+}
+
+typedef struct AppendPaths {
+        sd_bus_message *reply;
+        int r;
+} AppendPaths;
+
+static void append_pool(Pool *p, void *userdata) {
+        AppendPaths *a = userdata;
+
+        if (a->r >= 0)
+                a->r = sd_bus_message_append(a->reply, "o", p->object_path);
+}
+
+static int property_get_pools(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        AppendPaths a = { .reply = reply };
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', "o");
+        if (r < 0)
+                return r;
+        manager_foreach_pool(userdata, append_pool, &a);
+        if (a.r < 0)
+                return a.r;
+        return sd_bus_message_close_container(reply);
+}
+
+static int property_get_jobs(sd_bus *bus, const char *path, const char *interface, const char *property,
+                             sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "ao", 0);
+}
+
+static int validate_new_pool(Manager *m, const char *name, const char *driver_name,
+                             const PoolDriver **ret_driver, sd_bus_error *error) {
+        const PoolDriver *driver;
+
+        if (!name_is_valid(name))
+                return sd_bus_error_setf(error, ERR_INVALID_NAME, "Invalid pool name '%s'.", name);
+        driver = pool_driver_find(driver_name);
+        if (!driver)
+                return sd_bus_error_setf(error, ERR_NOT_SUPPORTED, "Pool driver '%s' is not available on this host.", driver_name);
+        if (manager_get_pool(m, name))
+                return sd_bus_error_setf(error, ERR_ALREADY_EXISTS, "Pool %s already exists.", name);
+        if (m->n_pools >= m->limits.max_pools)
+                return sd_bus_error_setf(error, ERR_LIMITS_EXCEEDED, "There may be at most %u pools.", m->limits.max_pools);
+        *ret_driver = driver;
+        return 0;
+}
+
+static void emit_volume_added(Volume *v, void *userdata) {
+        (void) sd_bus_emit_object_added(v->pool->manager->bus, v->object_path);
+}
+
+static void emit_volume_removed(Volume *v, void *userdata) {
+        (void) sd_bus_emit_object_removed(v->pool->manager->bus, v->object_path);
+}
+
+static int method_create_pool(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(pool_freep) Pool *p = NULL;
+        Manager *m = userdata;
+        const char *name, *driver_name;
+        const PoolDriver *driver = NULL;
+        uint32_t revisions_to_keep;
+        bool revisions_given;
+        int r;
+
+        r = sd_bus_message_read(msg, "ss", &name, &driver_name);
+        if (r < 0)
+                return r;
+        r = validate_new_pool(m, name, driver_name, &driver, error);
+        if (r < 0)
+                return r;
+        r = pool_new(m, name, driver, &p);
+        if (r < 0)
+                return r;
+        r = driver->config_parse(p, msg, &revisions_given, error);
+        if (r < 0)
+                return r;
+        revisions_to_keep = p->revisions_to_keep;
+
+        r = authorize(m, msg, ACTION_POOL_MANAGE, name, NULL, 0, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        r = pool_open(p, true, error);
+        if (r < 0)
+                return r;
+        if (revisions_given)
+                p->revisions_to_keep = revisions_to_keep;  /* given settings win over adopted ones */
+        r = pool_save(p);
+        if (r < 0)
+                return bus_error_from_errno(error, r, "Failed to record the pool");
+        r = manager_add_pool(m, p);
+        if (r < 0)
+                return r;
+        Pool *added = TAKE_PTR(p);
+
+        log_info("Created pool %s (%u volumes adopted).", added->name, added->n_volumes);
+        (void) sd_bus_emit_object_added(m->bus, added->object_path);
+        pool_foreach_volume(added, emit_volume_added, NULL);
+        (void) sd_bus_emit_properties_changed(m->bus, CISTERN_ROOT_PATH, MANAGER_INTERFACE, "Pools", NULL);
+        return sd_bus_reply_method_return(msg, "o", added->object_path);
+}
+
+static const OptionSpec no_options[] = { {} };
+
+static int method_remove_pool(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *name, *reason;
+        Pool *p;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &name);
+        if (r < 0)
+                return r;
+        r = options_read(msg, no_options, NULL, NULL, error);
+        if (r < 0)
+                return r;
+        p = manager_get_pool(m, name);
+        if (!p)
+                return sd_bus_error_setf(error, ERR_NOT_FOUND, "No pool named '%s'.", name);
+        if (pool_is_busy(p, &reason))
+                return sd_bus_error_setf(error, ERR_BUSY, "Pool %s is in use: a volume of it %s.", name, reason);
+
+        r = authorize(m, msg, ACTION_POOL_MANAGE, name, NULL, 0, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        r = pool_forget(p);
+        if (r < 0)
+                return bus_error_from_errno(error, r, "Failed to remove the pool from the registry");
+        pool_foreach_volume(p, emit_volume_removed, NULL);
+        (void) sd_bus_emit_object_removed(m->bus, p->object_path);
+        manager_remove_pool(m, p);
+        log_info("Removed pool %s; its data stays on disk.", p->name);
+        pool_free(p);
+        (void) sd_bus_emit_properties_changed(m->bus, CISTERN_ROOT_PATH, MANAGER_INTERFACE, "Pools", NULL);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int method_get_pool(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *name;
+        Pool *p;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &name);
+        if (r < 0)
+                return r;
+        p = manager_get_pool(m, name);
+        if (!p)
+                return sd_bus_error_setf(error, ERR_NOT_FOUND, "No pool named '%s'.", name);
+        return sd_bus_reply_method_return(msg, "o", p->object_path);
+}
+
+static int method_get_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *pool, *name;
+        Volume *v;
+        Pool *p;
+        int r;
+
+        r = sd_bus_message_read(msg, "ss", &pool, &name);
+        if (r < 0)
+                return r;
+        p = manager_get_pool(m, pool);
+        if (!p)
+                return sd_bus_error_setf(error, ERR_NOT_FOUND, "No pool named '%s'.", pool);
+        v = pool_get_volume(p, name);
+        if (!v)
+                return sd_bus_error_setf(error, ERR_NOT_FOUND, "Pool %s has no volume named '%s'.", pool, name);
+        return sd_bus_reply_method_return(msg, "o", v->object_path);
+}
+
+static const sd_bus_vtable manager_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Drivers", "as", property_get_drivers, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Pools", "ao", property_get_pools, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Jobs", "ao", property_get_jobs, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_METHOD_WITH_ARGS("CreatePool",
+                                SD_BUS_ARGS("s", name, "s", driver, "a{sv}", config),
+                                SD_BUS_RESULT("o", pool),
+                                method_create_pool, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("RemovePool",
+                                SD_BUS_ARGS("s", name, "a{sv}", options),
+                                SD_BUS_NO_RESULT,
+                                method_remove_pool, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetPool",
+                                SD_BUS_ARGS("s", name),
+                                SD_BUS_RESULT("o", pool),
+                                method_get_pool, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetVolume",
+                                SD_BUS_ARGS("s", pool, "s", volume),
+                                SD_BUS_RESULT("o", volume),
+                                method_get_volume, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_VTABLE_END
+};
+
+typedef struct NodeList {
+        char **nodes;
+        size_t n, allocated;
+        int r;
+} NodeList;
+
+static void node_list_add(NodeList *l, const char *path) {
+        if (l->r < 0)
+                return;
+        if (l->n + 2 > l->allocated) {
+                size_t a = l->allocated ? l->allocated * 2 : 64;
+                char **n = reallocarray(l->nodes, a, sizeof(char *));
+
+                if (!n) {
+                        l->r = -ENOMEM;
+                        return;
+                }
+                l->nodes = n;
+                l->allocated = a;
+        }
+        l->nodes[l->n] = strdup(path);
+        if (!l->nodes[l->n]) {
+                l->r = -ENOMEM;
+                return;
+        }
+        l->nodes[++l->n] = NULL;
+}
+
+static void add_volume_node(Volume *v, void *userdata) {
+        node_list_add(userdata, v->object_path);
+}
+
+static void add_pool_nodes(Pool *p, void *userdata) {
+        node_list_add(userdata, p->object_path);
+        pool_foreach_volume(p, add_volume_node, userdata);
+}
+
+static int enumerate_nodes(sd_bus *bus, const char *path, void *userdata, char ***ret_nodes, sd_bus_error *error) {
+        NodeList l = {};
+
+        manager_foreach_pool(userdata, add_pool_nodes, &l);
+        if (l.r < 0) {
+                for (size_t i = 0; i < l.n; i++)
+                        free(l.nodes[i]);
+                free(l.nodes);
+                return l.r;
+        }
+        *ret_nodes = l.nodes;
+        return 0;
+}
+
+int manager_dbus_register(Manager *m) {
+        int r;
+
+        r = sd_bus_add_object_vtable(m->bus, NULL, CISTERN_ROOT_PATH, MANAGER_INTERFACE, manager_vtable, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register the Manager: %m");
+        r = sd_bus_add_fallback_vtable(m->bus, NULL, CISTERN_POOL_PREFIX, POOL_INTERFACE, pool_vtable, pool_object_find, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register pools: %m");
+        r = sd_bus_add_fallback_vtable(m->bus, NULL, CISTERN_POOL_PREFIX, VOLUME_INTERFACE, volume_vtable, volume_object_find, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register volumes: %m");
+        r = sd_bus_add_node_enumerator(m->bus, NULL, CISTERN_POOL_PREFIX, enumerate_nodes, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register the node enumerator: %m");
+        r = sd_bus_add_object_manager(m->bus, NULL, CISTERN_ROOT_PATH);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register the object manager: %m");
+        return 0;
+}

@@ -1,0 +1,258 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The Manager owns everything: event loop, bus, polkit, pools; it loads the state, exports the
+ * object tree, takes the bus name and exits when idle. */
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <search.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include "errors.h"
+#include "log.h"
+#include "manager.h"
+#include "names.h"
+#include "pool.h"
+#include "store.h"
+
+#define REGISTRY_DIR "pools"
+
+static const Limits default_limits = {
+        .max_pools = 256,
+        .max_volumes_per_pool = 65536,
+        .max_volume_size = UINT64_C(1) << 56,  /* 64 PiB */
+        .max_revisions_to_keep = 1024,
+};
+
+static int pool_compare(const void *a, const void *b) {
+        return strcmp(((const Pool *) a)->name, ((const Pool *) b)->name);
+}
+
+Pool *manager_get_pool(Manager *m, const char *name) {
+        Pool key = { .name = (char *) name };
+        void **node = tfind(&key, &m->pools, pool_compare);
+
+        return node ? *node : NULL;
+}
+
+int manager_add_pool(Manager *m, Pool *p) {
+        void **node = tsearch(p, &m->pools, pool_compare);
+
+        if (!node)
+                return -ENOMEM;
+        if (*node != p)
+                return -EEXIST;
+        m->n_pools++;
+        return 0;
+}
+
+void manager_remove_pool(Manager *m, Pool *p) {
+        if (tdelete(p, &m->pools, pool_compare))
+                m->n_pools--;
+}
+
+typedef struct PoolWalk {
+        void (*f)(Pool *p, void *userdata);
+        void *userdata;
+} PoolWalk;
+
+static void manager_walk(const void *node, VISIT which, void *closure) {
+        PoolWalk *w = closure;
+
+        if (which == postorder || which == leaf)
+                w->f(*(Pool **) node, w->userdata);
+}
+
+void manager_foreach_pool(Manager *m, void (*f)(Pool *p, void *userdata), void *userdata) {
+        PoolWalk w = { f, userdata };
+
+        twalk_r(m->pools, manager_walk, &w);
+}
+
+static int open_state_dirs(Manager *m) {
+        int r;
+
+        if (mkdir(m->state_dir, 0700) < 0 && errno != EEXIST)
+                return log_error_errno(errno, "Failed to create state directory %s: %m", m->state_dir);
+        m->state_fd = open(m->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (m->state_fd < 0)
+                return log_error_errno(errno, "Failed to open state directory %s: %m", m->state_dir);
+        r = open_or_create_dir_beneath(m->state_fd, REGISTRY_DIR, 0700);
+        if (r < 0)
+                return log_error_errno(r, "Failed to open %s/%s: %m", m->state_dir, REGISTRY_DIR);
+        m->registry_fd = r;
+        (void) store_remove_staging(m->registry_fd);
+        return 0;
+}
+
+int manager_new(const ManagerOptions *options, Manager **ret) {
+        _cleanup_(manager_freep) Manager *m = NULL;
+
+        m = calloc(1, sizeof *m);
+        if (!m)
+                return -ENOMEM;
+        m->state_fd = -EBADF;
+        m->registry_fd = -EBADF;
+        m->limits = default_limits;
+        m->idle_timeout = options->idle_timeout;
+        m->state_dir = strdup(options->state_dir);
+        m->runtime_dir = strdup(options->runtime_dir);
+        if (!m->state_dir || !m->runtime_dir)
+                return -ENOMEM;
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+static void pool_free_node(void *p) {
+        pool_free(p);
+}
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+        tdestroy(m->pools, pool_free_node);
+        polkit_free(m->polkit);
+        sd_event_source_unref(m->idle_source);
+        sd_bus_flush_close_unref(m->bus);
+        sd_event_unref(m->event);
+        safe_close(m->registry_fd);
+        safe_close(m->state_fd);
+        free(m->state_dir);
+        free(m->runtime_dir);
+        free(m);
+        return NULL;
+}
+
+static int load_pools(Manager *m) {
+        _cleanup_(closedirp) DIR *d = NULL;
+        struct dirent *de;
+        int fd;
+
+        fd = fcntl(m->registry_fd, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0)
+                return -errno;
+        d = fdopendir(fd);
+        if (!d) {
+                safe_close(fd);
+                return -errno;
+        }
+        while ((de = readdir(d))) {
+                _cleanup_free_ char *name = NULL;
+                char *dot = strrchr(de->d_name, '.');
+                Pool *p;
+
+                if (!dot || !streq(dot, ".json"))
+                        continue;
+                name = strndup(de->d_name, dot - de->d_name);
+                if (!name)
+                        return -ENOMEM;
+                if (!name_is_valid(name))
+                        continue;
+                if (pool_load(m, name, &p) < 0)
+                        continue;   /* logged; the registry entry stays for when the storage returns */
+                if (manager_add_pool(m, p) < 0)
+                        pool_free(p);
+                else
+                        log_debug("Loaded pool %s with %u volumes.", p->name, p->n_volumes);
+        }
+        return 0;
+}
+
+static bool manager_is_busy(Manager *m) {
+        return polkit_busy(m->polkit);
+}
+
+static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        uint64_t queued;
+        int r;
+
+        r = sd_bus_get_n_queued_read(m->bus, &queued);
+        if (r >= 0 && queued == 0 && !manager_is_busy(m)) {
+                log_debug("Idle for %llu s, exiting.", (unsigned long long) (m->idle_timeout / USEC_PER_SEC));
+                (void) sd_bus_release_name(m->bus, CISTERN_BUS_NAME);
+                return sd_event_exit(sd_event_source_get_event(s), 0);
+        }
+        return sd_event_source_set_time_relative(s, m->idle_timeout);
+}
+
+/* Every incoming message postpones the idle exit by a full timeout. */
+static int on_bus_message(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+
+        if (m->idle_source)
+                (void) sd_event_source_set_time_relative(m->idle_source, m->idle_timeout);
+        return 0;
+}
+
+static int setup_bus(Manager *m) {
+        int r;
+
+        r = sd_bus_default_system(&m->bus);
+        if (r < 0)
+                return log_error_errno(r, "Failed to connect to the system bus: %m");
+        r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
+        r = polkit_new(m->bus, &m->polkit);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up polkit: %m");
+        r = sd_bus_add_filter(m->bus, NULL, on_bus_message, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the bus filter: %m");
+        return manager_dbus_register(m);
+}
+
+static int setup_event(Manager *m) {
+        sigset_t mask;
+        int r;
+
+        r = sd_event_default(&m->event);
+        if (r < 0)
+                return log_error_errno(r, "Failed to allocate the event loop: %m");
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        (void) sigprocmask(SIG_BLOCK, &mask, NULL);
+        r = sd_event_add_signal(m->event, NULL, SIGTERM, NULL, NULL);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch SIGTERM: %m");
+        r = sd_event_add_signal(m->event, NULL, SIGINT, NULL, NULL);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch SIGINT: %m");
+        if (m->idle_timeout > 0) {
+                r = sd_event_add_time_relative(m->event, &m->idle_source, CLOCK_MONOTONIC, m->idle_timeout, USEC_PER_SEC,
+                                               on_idle_timer, m);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to set up the idle timer: %m");
+        }
+        return 0;
+}
+
+int manager_run(Manager *m) {
+        int r;
+
+        errors_register();
+        if (mkdir(m->runtime_dir, 0700) < 0 && errno != EEXIST)
+                return log_error_errno(errno, "Failed to create runtime directory %s: %m", m->runtime_dir);
+        r = open_state_dirs(m);
+        if (r < 0)
+                return r;
+        r = setup_event(m);
+        if (r < 0)
+                return r;
+        r = load_pools(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to load pools: %m");
+        r = setup_bus(m);
+        if (r < 0)
+                return r;
+
+        /* The whole tree is exported above; only now may clients find us. */
+        r = sd_bus_request_name(m->bus, CISTERN_BUS_NAME, 0);
+        if (r < 0)
+                return log_error_errno(r, "Failed to acquire the bus name %s: %m", CISTERN_BUS_NAME);
+        log_info("Ready with %u pools.", m->n_pools);
+
+        return sd_event_loop(m->event);
+}

@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "polkit.h"
+#include "util.h"
+
+#define CISTERN_BUS_NAME   "org.cistern.Cistern1"
+#define CISTERN_ROOT_PATH  "/org/cistern/Cistern1"
+#define CISTERN_POOL_PREFIX CISTERN_ROOT_PATH "/pool"
+#define CISTERN_JOB_PREFIX CISTERN_ROOT_PATH "/job"
+#define MANAGER_INTERFACE  "org.cistern.Cistern1.Manager"
+#define POOL_INTERFACE     "org.cistern.Cistern1.Pool"
+#define VOLUME_INTERFACE   "org.cistern.Cistern1.Volume"
+
+typedef struct Pool Pool;
+typedef struct Volume Volume;
+
+/* Every resource a caller can make cisternd create has a bound. */
+typedef struct Limits {
+        unsigned max_pools;
+        unsigned max_volumes_per_pool;
+        uint64_t max_volume_size;
+        uint32_t max_revisions_to_keep;
+} Limits;
+
+typedef struct ManagerOptions {
+        const char *state_dir;
+        const char *runtime_dir;
+        usec_t idle_timeout;    /* 0: never exit */
+} ManagerOptions;
+
+typedef struct Manager {
+        sd_event *event;
+        sd_bus *bus;
+        Polkit *polkit;
+
+        char *state_dir;
+        char *runtime_dir;
+        int state_fd;           /* the state directory */
+        int registry_fd;        /* <state>/pools: one <name>.json per pool */
+
+        void *pools;            /* tsearch() tree of Pool*, by name */
+        unsigned n_pools;
+
+        usec_t idle_timeout;
+        sd_event_source *idle_source;
+
+        Limits limits;
+} Manager;
+
+int manager_new(const ManagerOptions *options, Manager **ret);
+Manager *manager_free(Manager *m);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
+
+/* Loads all state, exports the object tree, takes the bus name, and runs until idle or signalled. */
+int manager_run(Manager *m);
+
+Pool *manager_get_pool(Manager *m, const char *name);
+int manager_add_pool(Manager *m, Pool *p);
+void manager_remove_pool(Manager *m, Pool *p);
+/* Calls f for each pool, in name order. */
+void manager_foreach_pool(Manager *m, void (*f)(Pool *p, void *userdata), void *userdata);
+
+/* Bus glue (manager-dbus.c). */
+int manager_dbus_register(Manager *m);

@@ -1,0 +1,304 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The "dir" driver: a pool is a directory, a volume's image a file in the volume's directory. */
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stddef.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include "bus-util.h"
+#include "errors.h"
+#include "log.h"
+#include "options.h"
+#include "pool.h"
+#include "store.h"
+#include "volume.h"
+
+#define IMAGE_NAME "image"
+#define POOL_JSON "pool.json"
+#define VOLUMES_DIR "volumes"
+
+typedef enum ReflinkMode {
+        REFLINK_AUTO,
+        REFLINK_REQUIRE,
+        REFLINK_NEVER,
+        _REFLINK_MAX,
+} ReflinkMode;
+
+static const char *const reflink_mode_names[_REFLINK_MAX] = {
+        [REFLINK_AUTO] = "auto",
+        [REFLINK_REQUIRE] = "require",
+        [REFLINK_NEVER] = "never",
+};
+
+typedef struct DirPool {
+        char *path;
+        ReflinkMode reflink;
+        int dir_fd;
+        bool reflink_works;
+} DirPool;
+
+static int reflink_mode_from_string(const char *s) {
+        for (int i = 0; i < _REFLINK_MAX; i++)
+                if (streq(reflink_mode_names[i], s))
+                        return i;
+        return -EINVAL;
+}
+
+static DirPool *dir_pool(Pool *p) {
+        return p->driver_data;
+}
+
+static int dir_ensure_data(Pool *p) {
+        DirPool *d;
+
+        if (p->driver_data)
+                return 0;
+        d = calloc(1, sizeof *d);
+        if (!d)
+                return -ENOMEM;
+        d->dir_fd = -EBADF;
+        p->driver_data = d;
+        return 0;
+}
+
+typedef struct DirConfig {
+        const char *path;
+        const char *reflink;
+        uint32_t revisions_to_keep;
+} DirConfig;
+
+static const OptionSpec dir_config_spec[] = {
+        OPTION("path", OPTION_STRING, DirConfig, path),
+        OPTION("reflink", OPTION_STRING, DirConfig, reflink),
+        OPTION("revisions_to_keep", OPTION_UINT32, DirConfig, revisions_to_keep),
+        {}
+};
+
+static int dir_config_parse(Pool *p, sd_bus_message *m, bool *ret_revisions_given, sd_bus_error *error) {
+        DirConfig c = { .reflink = "auto" };
+        uint32_t seen;
+        int r, mode;
+
+        r = options_read(m, dir_config_spec, &c, &seen, error);
+        if (r < 0)
+                return r;
+        if (!c.path)
+                return sd_bus_error_set(error, ERR_INVALID_ARGUMENT, "A dir pool needs 'path', the directory that holds it.");
+        if (c.path[0] != '/')
+                return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "Pool path '%s' is not absolute.", c.path);
+        if (strlen(c.path) >= 4096)
+                return sd_bus_error_set(error, ERR_INVALID_ARGUMENT, "Pool path is too long.");
+        mode = reflink_mode_from_string(c.reflink);
+        if (mode < 0)
+                return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT,
+                                         "Invalid reflink mode '%s': use auto, require or never.", c.reflink);
+        if (option_seen(seen, dir_config_spec, "revisions_to_keep")) {
+                r = validate_revisions_to_keep(p->manager, c.revisions_to_keep, error);
+                if (r < 0)
+                        return r;
+                p->revisions_to_keep = c.revisions_to_keep;
+        }
+
+        r = dir_ensure_data(p);
+        if (r < 0)
+                return r;
+        free(dir_pool(p)->path);
+        dir_pool(p)->path = strdup(c.path);
+        if (!dir_pool(p)->path)
+                return -ENOMEM;
+        dir_pool(p)->reflink = mode;
+        *ret_revisions_given = option_seen(seen, dir_config_spec, "revisions_to_keep");
+        return 0;
+}
+
+static int dir_config_save(Pool *p, json_object *o) {
+        DirPool *d = dir_pool(p);
+
+        if (json_object_object_add(o, "path", json_object_new_string(d->path)) < 0 ||
+            json_object_object_add(o, "reflink", json_object_new_string(reflink_mode_names[d->reflink])) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static int dir_config_load(Pool *p, json_object *o) {
+        const char *path = json_get_string(o, "path"), *reflink = json_get_string(o, "reflink");
+        int r, mode;
+
+        if (!path || path[0] != '/')
+                return -EBADMSG;
+        mode = reflink ? reflink_mode_from_string(reflink) : REFLINK_AUTO;
+        if (mode < 0)
+                return -EBADMSG;
+        r = dir_ensure_data(p);
+        if (r < 0)
+                return r;
+        free(dir_pool(p)->path);
+        dir_pool(p)->path = strdup(path);
+        if (!dir_pool(p)->path)
+                return -ENOMEM;
+        dir_pool(p)->reflink = mode;
+        return 0;
+}
+
+static int dir_config_append(Pool *p, sd_bus_message *reply) {
+        DirPool *d = dir_pool(p);
+
+        return sd_bus_message_append(reply, "{sv}{sv}{sv}",
+                                     "path", "s", d->path,
+                                     "reflink", "s", reflink_mode_names[d->reflink],
+                                     "revisions_to_keep", "u", p->revisions_to_keep);
+}
+
+/* Whether FICLONE works in this directory: two unnamed files, cloned, gone on close. */
+static bool dir_probe_reflink(int dir_fd) {
+        _cleanup_close_ int a = -EBADF, b = -EBADF;
+
+        a = openat(dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        b = openat(dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (a < 0 || b < 0)
+                return false;
+        return ioctl(b, FICLONE, a) >= 0;
+}
+
+static int dir_open_layout(Pool *p, bool create, sd_bus_error *error) {
+        DirPool *d = dir_pool(p);
+        int r;
+
+        r = open_beneath(d->dir_fd, POOL_JSON, O_RDONLY, 0);
+        if (r >= 0) {
+                safe_close(r);
+                r = open_beneath(d->dir_fd, VOLUMES_DIR, O_RDONLY | O_DIRECTORY, 0);
+                if (r < 0)
+                        return sd_bus_error_setf(error, ERR_FAILED, "Pool directory %s lacks its '%s' directory: %s",
+                                                 d->path, VOLUMES_DIR, strerror(-r));
+                p->volumes_fd = r;
+                return 0;
+        }
+        if (r != -ENOENT)
+                return bus_error_from_errno(error, r, "Failed to read the pool's " POOL_JSON);
+        if (!create)
+                return sd_bus_error_setf(error, ERR_NOT_FOUND, "%s holds no pool.", d->path);
+
+        r = mkdirat(d->dir_fd, VOLUMES_DIR, 0700);
+        if (r < 0 && errno == EEXIST)
+                return sd_bus_error_setf(error, ERR_ALREADY_EXISTS,
+                                         "%s already holds a '%s' directory that is not part of a pool.", d->path, VOLUMES_DIR);
+        if (r < 0)
+                return bus_error_from_errno(error, -errno, "Failed to create the pool's volume directory");
+        r = open_beneath(d->dir_fd, VOLUMES_DIR, O_RDONLY | O_DIRECTORY, 0);
+        if (r < 0) {
+                (void) unlinkat(d->dir_fd, VOLUMES_DIR, AT_REMOVEDIR);
+                return bus_error_from_errno(error, r, "Failed to open the pool's volume directory");
+        }
+        p->volumes_fd = r;
+        return 0;
+}
+
+static int dir_open(Pool *p, bool create, sd_bus_error *error) {
+        DirPool *d = dir_pool(p);
+        struct stat st;
+        int fd;
+
+        fd = open(d->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT)
+                return sd_bus_error_setf(error, ERR_NOT_FOUND, "Pool directory %s does not exist.", d->path);
+        if (fd < 0 && errno == ENOTDIR)
+                return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "Pool path %s is not a directory.", d->path);
+        if (fd < 0)
+                return bus_error_from_errno(error, -errno, "Failed to open the pool directory");
+        if (fstat(fd, &st) < 0) {
+                safe_close(fd);
+                return bus_error_from_errno(error, -errno, "Failed to stat the pool directory");
+        }
+        d->dir_fd = fd;
+        d->reflink_works = d->reflink != REFLINK_NEVER && dir_probe_reflink(fd);
+        if (d->reflink == REFLINK_REQUIRE && !d->reflink_works)
+                return sd_bus_error_setf(error, ERR_NOT_SUPPORTED,
+                                         "The filesystem of %s cannot reflink files, and the pool requires it.", d->path);
+        p->meta_fd = fd;
+        return dir_open_layout(p, create, error);
+}
+
+static void dir_close(Pool *p) {
+        DirPool *d = dir_pool(p);
+
+        if (!d)
+                return;
+        safe_close(d->dir_fd);
+        free(d->path);
+        free(d);
+        p->driver_data = NULL;
+        p->meta_fd = -EBADF;
+}
+
+static int dir_refresh(Pool *p) {
+        DirPool *d = dir_pool(p);
+        struct statvfs sv;
+
+        if (fstatvfs(d->dir_fd, &sv) < 0)
+                return -errno;
+        p->size = (uint64_t) sv.f_blocks * sv.f_frsize;
+        p->available = (uint64_t) sv.f_bavail * sv.f_frsize;
+        p->copy_on_write = d->reflink_works;
+        return 0;
+}
+
+static int dir_volume_create(Volume *v, int vdir_fd, uint64_t size, bool preallocate) {
+        _cleanup_close_ int fd = -EBADF;
+
+        fd = open_beneath(vdir_fd, IMAGE_NAME, O_RDWR | O_CREAT | O_EXCL, 0600);
+        if (fd < 0)
+                return fd;
+        if (ftruncate(fd, (off_t) size) < 0)
+                return -errno;
+        if (preallocate && fallocate(fd, 0, 0, (off_t) size) < 0)
+                return -errno;
+        if (fsync(fd) < 0)
+                return -errno;
+        return 0;
+}
+
+static int dir_volume_remove(Volume *v, int vdir_fd) {
+        return 0;   /* the image goes with the volume's directory */
+}
+
+static int dir_volume_resize(Volume *v, int vdir_fd, uint64_t size) {
+        _cleanup_close_ int fd = -EBADF;
+
+        fd = open_beneath(vdir_fd, IMAGE_NAME, O_RDWR | O_NOFOLLOW, 0);
+        if (fd < 0)
+                return fd;
+        if (ftruncate(fd, (off_t) size) < 0)
+                return -errno;
+        return fsync(fd) < 0 ? -errno : 0;
+}
+
+static int dir_volume_stat(Volume *v, int vdir_fd, uint64_t *ret_size, uint64_t *ret_usage) {
+        struct stat st;
+
+        if (fstatat(vdir_fd, IMAGE_NAME, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -EBADF;
+        *ret_size = (uint64_t) st.st_size;
+        *ret_usage = (uint64_t) st.st_blocks * 512;
+        return 0;
+}
+
+const PoolDriver pool_driver_dir = {
+        .name = "dir",
+        .config_parse = dir_config_parse,
+        .config_save = dir_config_save,
+        .config_load = dir_config_load,
+        .config_append = dir_config_append,
+        .open = dir_open,
+        .close = dir_close,
+        .refresh = dir_refresh,
+        .volume_create = dir_volume_create,
+        .volume_remove = dir_volume_remove,
+        .volume_resize = dir_volume_resize,
+        .volume_stat = dir_volume_stat,
+};

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include "driver.h"
+#include "manager.h"
+
+struct Pool {
+        Manager *manager;
+        const PoolDriver *driver;
+        char *name;
+        char *object_path;
+
+        /* Settings kept with the pool (pool.json in its metadata directory). */
+        uint32_t revisions_to_keep;
+
+        /* Driver state. */
+        void *driver_data;
+        int meta_fd;            /* holds pool.json and volumes/ */
+        int volumes_fd;         /* one directory per volume */
+
+        /* Cached, refreshed by pool_refresh(). */
+        uint64_t size;
+        uint64_t available;
+        uint64_t usage;         /* sum of the volumes' allocations */
+        bool copy_on_write;
+
+        void *volumes;          /* tsearch() tree of Volume*, by name */
+        unsigned n_volumes;
+};
+
+int pool_new(Manager *m, const char *name, const PoolDriver *driver, Pool **ret);
+Pool *pool_free(Pool *p);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Pool *, pool_free);
+
+/* Opens the pool's storage, reads pool.json (or writes it when create) and loads its volumes. */
+int pool_open(Pool *p, bool create, sd_bus_error *error);
+/* Writes the pool's settings to pool.json beside its volumes (so that the storage can be adopted
+ * again) and to the registry in the state directory (so that cisternd finds it at start). */
+int pool_save(Pool *p);
+int pool_load(Manager *m, const char *name, Pool **ret);
+int pool_forget(Pool *p);
+
+void pool_refresh(Pool *p);
+bool pool_is_busy(Pool *p, const char **ret_reason);
+
+Volume *pool_get_volume(Pool *p, const char *name);
+int pool_add_volume(Pool *p, Volume *v);
+void pool_remove_volume(Pool *p, Volume *v);
+void pool_foreach_volume(Pool *p, void (*f)(Volume *v, void *userdata), void *userdata);
+
+/* Bus glue (pool-dbus.c). */
+extern const sd_bus_vtable pool_vtable[];
+int pool_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found, sd_bus_error *error);
+void pool_emit_changed(Pool *p, const char *property, ...) __attribute__((sentinel));

@@ -1,0 +1,371 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* org.cistern.Cistern1.Volume */
+
+#include <inttypes.h>
+#include <stddef.h>
+
+#include "authorize.h"
+#include "bus-util.h"
+#include "errors.h"
+#include "log.h"
+#include "options.h"
+#include "volume.h"
+
+int volume_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found, sd_bus_error *error) {
+        _cleanup_free_ char *pool = NULL, *name = NULL;
+        Volume *v;
+        Pool *p;
+        int r;
+
+        r = sd_bus_path_decode_many(path, CISTERN_POOL_PREFIX "/%/%", &pool, &name);
+        if (r <= 0)
+                return r;
+        p = manager_get_pool(userdata, pool);
+        if (!p)
+                return 0;
+        v = pool_get_volume(p, name);
+        if (!v)
+                return 0;
+        *found = v;
+        return 1;
+}
+
+void volume_emit_changed(Volume *v, const char *property, ...) {
+        va_list ap;
+
+        va_start(ap, property);
+        bus_emit_changed_va(v->pool->manager->bus, v->object_path, VOLUME_INTERFACE, property, ap);
+        va_end(ap);
+}
+
+static int property_get_pool(sd_bus *bus, const char *path, const char *interface, const char *property,
+                             sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Volume *v = userdata;
+
+        return sd_bus_message_append(reply, "o", v->pool->object_path);
+}
+
+static int property_get_format(sd_bus *bus, const char *path, const char *interface, const char *property,
+                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Volume *v = userdata;
+
+        return sd_bus_message_append(reply, "s", v->settings.format);
+}
+
+static int property_get_source(sd_bus *bus, const char *path, const char *interface, const char *property,
+                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Volume *v = userdata;
+        Volume *source = v->settings.source ? pool_get_volume(v->pool, v->settings.source) : NULL;
+
+        return sd_bus_message_append(reply, "o", source ? source->object_path : "/");
+}
+
+static int property_get_state(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Volume *v = userdata;
+
+        return sd_bus_message_append(reply, "s", volume_state_to_string(v->state));
+}
+
+static int property_get_false(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "b", 0);
+}
+
+static int property_get_revisions(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                  sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "a(st)", 0);
+}
+
+static int property_get_device(sd_bus *bus, const char *path, const char *interface, const char *property,
+                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", "");
+}
+
+static int property_get_partitions(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                   sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "a(ustts)", 0);
+}
+
+static int property_get_mounts(sd_bus *bus, const char *path, const char *interface, const char *property,
+                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "a(us)", 0);
+}
+
+static int authorize_volume(Volume *v, sd_bus_message *msg, const char *action, sd_bus_error *error) {
+        return authorize_own(v->pool->manager, msg, action, v->pool->name, v->name, v->settings.owner, error);
+}
+
+typedef struct UsersCheck {
+        const Volume *volume;
+        const Volume *user;
+} UsersCheck;
+
+static void find_user(Volume *v, void *userdata) {
+        UsersCheck *c = userdata;
+
+        if (!c->user && v != c->volume && streq_ptr(v->settings.source, c->volume->name))
+                c->user = v;
+}
+
+static const OptionSpec no_options[] = { {} };
+
+static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Volume *v = userdata;
+        Pool *p = v->pool;
+        UsersCheck c = { .volume = v };
+        const char *reason;
+        int r;
+
+        r = options_read(msg, no_options, NULL, NULL, error);
+        if (r < 0)
+                return r;
+        if (volume_is_busy(v, &reason))
+                return sd_bus_error_setf(error, ERR_BUSY, "Volume %s/%s is in use: %s.", p->name, v->name, reason);
+        pool_foreach_volume(p, find_user, &c);
+        if (c.user)
+                return sd_bus_error_setf(error, ERR_BUSY, "Volume %s/%s is the source of volume %s.", p->name, v->name, c.user->name);
+
+        r = authorize_volume(v, msg, ACTION_VOLUME_MODIFY, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        r = volume_remove(v);
+        if (r < 0)
+                return bus_error_from_errno(error, r, "Failed to remove the volume");
+        log_info("Removed volume %s/%s.", p->name, v->name);
+        (void) sd_bus_emit_object_removed(p->manager->bus, v->object_path);
+        pool_remove_volume(p, v);
+        volume_free(v);
+        pool_refresh(p);
+        pool_emit_changed(p, "Volumes", "Usage", "Available", NULL);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+typedef struct ResizeOptions {
+        bool allow_shrink;
+} ResizeOptions;
+
+static const OptionSpec resize_spec[] = {
+        OPTION("allow_shrink", OPTION_BOOL, ResizeOptions, allow_shrink),
+        {}
+};
+
+static int method_resize(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Volume *v = userdata;
+        ResizeOptions o = {};
+        uint64_t size;
+        int r;
+
+        r = sd_bus_message_read(msg, "t", &size);
+        if (r < 0)
+                return r;
+        r = options_read(msg, resize_spec, &o, NULL, error);
+        if (r < 0)
+                return r;
+        r = validate_volume_size(v->pool->manager, size, error);
+        if (r < 0)
+                return r;
+        if (size < v->size && !o.allow_shrink)
+                return sd_bus_error_setf(error, ERR_WOULD_SHRINK,
+                                         "Size %" PRIu64 " is smaller than the volume's %" PRIu64 " bytes; "
+                                         "pass allow_shrink to cut off its end.", size, v->size);
+
+        r = authorize_volume(v, msg, ACTION_VOLUME_MODIFY, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        if (size != v->size) {
+                r = volume_resize(v, size);
+                if (r == -EFBIG)
+                        return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT,
+                                                 "Size %" PRIu64 " is larger than the pool's filesystem allows.", size);
+                if (r < 0)
+                        return bus_error_from_errno(error, r, "Failed to resize the volume");
+                log_info("Resized volume %s/%s to %" PRIu64 " bytes.", v->pool->name, v->name, size);
+                volume_emit_changed(v, "Size", "Usage", NULL);
+                pool_refresh(v->pool);
+                pool_emit_changed(v->pool, "Usage", "Available", NULL);
+        }
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+typedef struct VolumeConfig {
+        bool read_only;
+        uint32_t revisions_to_keep;
+        bool save_on_stop;
+        bool snap_on_start;
+        const char *source;
+} VolumeConfig;
+
+static const OptionSpec configure_spec[] = {
+        OPTION("read_only", OPTION_BOOL, VolumeConfig, read_only),
+        OPTION("revisions_to_keep", OPTION_UINT32, VolumeConfig, revisions_to_keep),
+        OPTION("save_on_stop", OPTION_BOOL, VolumeConfig, save_on_stop),
+        OPTION("snap_on_start", OPTION_BOOL, VolumeConfig, snap_on_start),
+        OPTION("source", OPTION_PATH, VolumeConfig, source),
+        {}
+};
+
+/* Resolves the source option: "/" clears it, anything else must be another volume of the pool. */
+static int resolve_source(Volume *v, const char *path, const char **ret_name, sd_bus_error *error) {
+        _cleanup_free_ char *pool = NULL, *name = NULL;
+        Volume *source;
+        int r;
+
+        if (streq(path, "/")) {
+                *ret_name = NULL;
+                return 0;
+        }
+        r = sd_bus_path_decode_many(path, CISTERN_POOL_PREFIX "/%/%", &pool, &name);
+        if (r < 0)
+                return r;
+        if (r == 0 || !streq(pool, v->pool->name))
+                return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "Source %s is not a volume of pool %s.", path, v->pool->name);
+        source = pool_get_volume(v->pool, name);
+        if (!source)
+                return sd_bus_error_setf(error, ERR_NOT_FOUND, "Source volume %s/%s does not exist.", v->pool->name, name);
+        if (source == v)
+                return sd_bus_error_set(error, ERR_INVALID_ARGUMENT, "A volume cannot be its own source.");
+        *ret_name = source->name;
+        return 0;
+}
+
+static int validate_configure(Volume *v, VolumeConfig *c, uint32_t seen, const char **ret_source, sd_bus_error *error) {
+        int r;
+
+        r = validate_revisions_to_keep(v->pool->manager, c->revisions_to_keep, error);
+        if (r < 0)
+                return r;
+        if ((option_seen(seen, configure_spec, "save_on_stop") || option_seen(seen, configure_spec, "snap_on_start") ||
+             option_seen(seen, configure_spec, "source")) && v->state != VOLUME_STOPPED)
+                return sd_bus_error_setf(error, ERR_WRONG_STATE,
+                                         "save_on_stop, snap_on_start and source change only while volume %s/%s is stopped.",
+                                         v->pool->name, v->name);
+        *ret_source = v->settings.source;
+        if (option_seen(seen, configure_spec, "source")) {
+                r = resolve_source(v, c->source, ret_source, error);
+                if (r < 0)
+                        return r;
+        }
+        return validate_life_cycle(c->save_on_stop, c->snap_on_start, *ret_source, error);
+}
+
+static int volume_apply_config(Volume *v, const VolumeConfig *c, const char *source) {
+        VolumeSettings old = v->settings;
+        char *s = NULL;
+        int r;
+
+        if (source && !(s = strdup(source)))
+                return -ENOMEM;
+        v->settings.read_only = c->read_only;
+        v->settings.revisions_to_keep = c->revisions_to_keep;
+        v->settings.save_on_stop = c->save_on_stop;
+        v->settings.snap_on_start = c->snap_on_start;
+        v->settings.source = s;
+        r = volume_save(v);
+        if (r < 0) {
+                free(s);
+                v->settings = old;
+                return r;
+        }
+        free(old.source);
+        return 0;
+}
+
+static int method_configure(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Volume *v = userdata;
+        VolumeConfig c = {
+                .read_only = v->settings.read_only,
+                .revisions_to_keep = v->settings.revisions_to_keep,
+                .save_on_stop = v->settings.save_on_stop,
+                .snap_on_start = v->settings.snap_on_start,
+        };
+        const char *source = NULL;
+        uint32_t seen;
+        int r;
+
+        r = options_read(msg, configure_spec, &c, &seen, error);
+        if (r < 0)
+                return r;
+        r = validate_configure(v, &c, seen, &source, error);
+        if (r < 0)
+                return r;
+
+        r = authorize_volume(v, msg, ACTION_VOLUME_MODIFY, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        r = volume_apply_config(v, &c, source);
+        if (r < 0)
+                return bus_error_from_errno(error, r, "Failed to save the volume's settings");
+        volume_emit_changed(v, "ReadOnly", "RevisionsToKeep", "SaveOnStop", "SnapOnStart", "Source", NULL);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int method_info(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        Volume *v = userdata;
+        int r;
+
+        r = options_read(msg, no_options, NULL, NULL, error);
+        if (r < 0)
+                return r;
+
+        r = authorize_volume(v, msg, ACTION_VOLUME_READ, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        r = volume_stat(v);
+        if (r < 0)
+                return bus_error_from_errno(error, r, "Failed to read the volume's image");
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(reply, "a{sv}", 3,
+                                  "format", "s", v->settings.format,
+                                  "virtual_size", "t", v->size,
+                                  "actual_size", "t", v->usage);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+const sd_bus_vtable volume_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Name", "s", NULL, offsetof(Volume, name), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Pool", "o", property_get_pool, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Format", "s", property_get_format, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Size", "t", NULL, offsetof(Volume, size), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Usage", "t", NULL, offsetof(Volume, usage), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Owner", "u", NULL, offsetof(Volume, settings.owner), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("ReadOnly", "b", bus_property_get_bool, offsetof(Volume, settings.read_only), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("SaveOnStop", "b", bus_property_get_bool, offsetof(Volume, settings.save_on_stop), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("SnapOnStart", "b", bus_property_get_bool, offsetof(Volume, settings.snap_on_start), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Source", "o", property_get_source, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("RevisionsToKeep", "u", NULL, offsetof(Volume, settings.revisions_to_keep), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("State", "s", property_get_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Outdated", "b", property_get_false, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Revisions", "a(st)", property_get_revisions, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Created", "t", NULL, offsetof(Volume, settings.created), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Device", "s", property_get_device, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Partitions", "a(ustts)", property_get_partitions, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Mounts", "a(us)", property_get_mounts, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_METHOD_WITH_ARGS("Remove",
+                                SD_BUS_ARGS("a{sv}", options),
+                                SD_BUS_NO_RESULT,
+                                method_remove, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Resize",
+                                SD_BUS_ARGS("t", size, "a{sv}", options),
+                                SD_BUS_NO_RESULT,
+                                method_resize, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Configure",
+                                SD_BUS_ARGS("a{sv}", settings),
+                                SD_BUS_NO_RESULT,
+                                method_configure, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Info",
+                                SD_BUS_ARGS("a{sv}", options),
+                                SD_BUS_RESULT("a{sv}", info),
+                                method_info, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_VTABLE_END
+};
