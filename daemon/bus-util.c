@@ -48,3 +48,72 @@ int validate_revisions_to_keep(Manager *m, uint32_t n, sd_bus_error *error) {
                                          m->limits.max_revisions_to_keep);
         return 0;
 }
+
+/* What sd-bus' built-in getter does for a property without one of its own. */
+static int append_field(sd_bus_message *reply, const char *signature, const void *field) {
+        const char *s;
+
+        switch (signature[0]) {
+        case 's':
+        case 'o':
+        case 'g':
+                s = *(const char *const *) field;
+                return sd_bus_message_append_basic(reply, signature[0], s ?: (signature[0] == 'o' ? "/" : ""));
+        default:
+                return sd_bus_message_append_basic(reply, signature[0], field);
+        }
+}
+
+static int append_property(sd_bus_message *reply, const char *path, const char *interface,
+                           const sd_bus_vtable *p, void *object) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        void *field = (uint8_t *) object + p->x.property.offset;
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'e', "sv");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append_basic(reply, 's', p->x.property.member);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'v', p->x.property.signature);
+        if (r < 0)
+                return r;
+        if (p->x.property.get)
+                r = p->x.property.get(sd_bus_message_get_bus(reply), path, interface, p->x.property.member,
+                                      reply, field, &error);
+        else
+                r = append_field(reply, p->x.property.signature, field);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_message_close_container(reply);
+}
+
+int bus_append_interface(sd_bus_message *reply, const char *path, const char *interface,
+                         const sd_bus_vtable *vtable, void *object) {
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'e', "sa{sv}");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append_basic(reply, 's', interface);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        for (const sd_bus_vtable *p = vtable; p->type != _SD_BUS_VTABLE_END; p++) {
+                if (p->type != _SD_BUS_VTABLE_PROPERTY && p->type != _SD_BUS_VTABLE_WRITABLE_PROPERTY)
+                        continue;
+                r = append_property(reply, path, interface, p, object);
+                if (r < 0)
+                        return r;
+        }
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_message_close_container(reply);
+}

@@ -17,3 +17,8 @@ void bus_emit_changed_va(sd_bus *bus, const char *path, const char *interface, c
 int validate_volume_size(Manager *m, uint64_t size, sd_bus_error *error);
 int validate_life_cycle(bool save_on_stop, bool snap_on_start, bool has_source, sd_bus_error *error);
 int validate_revisions_to_keep(Manager *m, uint32_t n, sd_bus_error *error);
+
+/* Appends one {sa{sv}} entry — interface name and all its properties, read through the getters
+ * of vtable for object — as ObjectManager.GetManagedObjects and InterfacesAdded carry them. */
+int bus_append_interface(sd_bus_message *reply, const char *path, const char *interface,
+                         const sd_bus_vtable *vtable, void *object);
