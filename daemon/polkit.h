@@ -16,7 +16,14 @@
  *   ...authorized: act...
  * When polkit answers, the very same message is re-queued on the bus (sd_bus_enqueue_for_read),
  * so the handler runs again from the top: it re-parses, re-validates against the current state
- * and calls polkit_check() again, which now returns the stored answer at once. */
+ * and calls polkit_check() again, which now returns the stored answer at once.
+ *
+ * A handler that needs two actions (Clone: read on the source, create on the destination) simply
+ * calls polkit_check() twice, always in the same order; the message is dispatched once more per
+ * action and every earlier "yes" is remembered for it. On 0 a handler neither replies nor keeps
+ * state (it will run again from the top); it changes nothing before 1. When re-validation fails
+ * on the second run it just replies with that error; the unclaimed answer is dropped after a few
+ * seconds. */
 
 typedef struct Polkit Polkit;
 

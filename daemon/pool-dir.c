@@ -163,6 +163,25 @@ static bool dir_probe_reflink(int dir_fd) {
         return ioctl(b, FICLONE, a) >= 0;
 }
 
+static bool dir_is_empty(int fd) {
+        _cleanup_(closedirp) DIR *d = NULL;
+        struct dirent *de;
+        int copy;
+
+        copy = open_beneath(fd, ".", O_RDONLY | O_DIRECTORY, 0);
+        if (copy < 0)
+                return false;
+        d = fdopendir(copy);
+        if (!d) {
+                safe_close(copy);
+                return false;
+        }
+        while ((de = readdir(d)))
+                if (!streq(de->d_name, ".") && !streq(de->d_name, ".."))
+                        return false;
+        return true;
+}
+
 static int dir_open_layout(Pool *p, bool create, sd_bus_error *error) {
         DirPool *d = dir_pool(p);
         int r;
@@ -182,18 +201,16 @@ static int dir_open_layout(Pool *p, bool create, sd_bus_error *error) {
         if (!create)
                 return sd_bus_error_setf(error, ERR_NOT_FOUND, "%s holds no pool.", d->path);
 
-        r = mkdirat(d->dir_fd, VOLUMES_DIR, 0700);
-        if (r < 0 && errno == EEXIST)
-                return sd_bus_error_setf(error, ERR_ALREADY_EXISTS,
-                                         "%s already holds a '%s' directory that is not part of a pool.", d->path, VOLUMES_DIR);
-        if (r < 0)
+        /* An empty volumes/ without pool.json is what a crash during CreatePool leaves: reuse it. */
+        if (mkdirat(d->dir_fd, VOLUMES_DIR, 0700) < 0 && errno != EEXIST)
                 return bus_error_from_errno(error, -errno, "Failed to create the pool's volume directory");
         r = open_beneath(d->dir_fd, VOLUMES_DIR, O_RDONLY | O_DIRECTORY, 0);
-        if (r < 0) {
-                (void) unlinkat(d->dir_fd, VOLUMES_DIR, AT_REMOVEDIR);
+        if (r < 0)
                 return bus_error_from_errno(error, r, "Failed to open the pool's volume directory");
-        }
         p->volumes_fd = r;
+        if (!dir_is_empty(p->volumes_fd))
+                return sd_bus_error_setf(error, ERR_ALREADY_EXISTS,
+                                         "%s already holds a '%s' directory that is not part of a pool.", d->path, VOLUMES_DIR);
         return 0;
 }
 

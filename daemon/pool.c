@@ -185,7 +185,8 @@ static void pool_load_settings(Pool *p) {
                 log_warning_errno(r, "Failed to read %s of pool %s, keeping its settings: %m", POOL_JSON, p->name);
                 return;
         }
-        p->revisions_to_keep = (uint32_t) json_get_u64(o, "revisions_to_keep", p->revisions_to_keep);
+        p->revisions_to_keep = (uint32_t) MIN(json_get_u64(o, "revisions_to_keep", p->revisions_to_keep),
+                                              p->manager->limits.max_revisions_to_keep);
 }
 
 static int pool_load_volumes(Pool *p) {
@@ -260,7 +261,7 @@ int pool_load(Manager *m, const char *name, Pool **ret) {
         r = pool_new(m, name, driver, &p);
         if (r < 0)
                 return r;
-        p->revisions_to_keep = (uint32_t) json_get_u64(o, "revisions_to_keep", 1);
+        p->revisions_to_keep = (uint32_t) MIN(json_get_u64(o, "revisions_to_keep", 1), m->limits.max_revisions_to_keep);
         r = driver->config_load(p, config);
         if (r < 0)
                 return r;

@@ -32,7 +32,8 @@ int pool_new(Manager *m, const char *name, const PoolDriver *driver, Pool **ret)
 Pool *pool_free(Pool *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Pool *, pool_free);
 
-/* Opens the pool's storage, reads pool.json (or writes it when create) and loads its volumes. */
+/* Opens the pool's storage (creating its layout when create and it holds no pool yet), reads
+ * pool.json when there is one, and loads the volumes. */
 int pool_open(Pool *p, bool create, sd_bus_error *error);
 /* Writes the pool's settings to pool.json beside its volumes (so that the storage can be adopted
  * again) and to the registry in the state directory (so that cisternd finds it at start). */

@@ -78,15 +78,20 @@ static json_object *volume_to_json(Volume *v) {
 static int volume_from_json(Volume *v, json_object *o) {
         VolumeSettings *s = &v->settings;
         const char *format = json_get_string(o, "format"), *source = json_get_string(o, "source");
+        uint64_t owner;
 
         if (!format || (!streq(format, "raw") && !streq(format, "qcow2")))
                 return -EBADMSG;
+        owner = json_get_u64(o, "owner", UINT64_MAX);
+        if (owner >= UINT32_MAX)
+                return -EBADMSG;    /* no owner, or not a uid: never fall back to root */
         strcpy(s->format, format);
-        s->owner = (uid_t) json_get_u64(o, "owner", 0);
+        s->owner = (uid_t) owner;
         s->read_only = json_get_bool(o, "read_only", false);
         s->save_on_stop = json_get_bool(o, "save_on_stop", true);
         s->snap_on_start = json_get_bool(o, "snap_on_start", false);
-        s->revisions_to_keep = (uint32_t) json_get_u64(o, "revisions_to_keep", v->pool->revisions_to_keep);
+        s->revisions_to_keep = (uint32_t) MIN(json_get_u64(o, "revisions_to_keep", v->pool->revisions_to_keep),
+                                              v->pool->manager->limits.max_revisions_to_keep);
         s->created = json_get_u64(o, "created", 0);
         v->next_revision = json_get_u64(o, "next_revision", 1);
         if (source) {

@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include "ctl-util.h"
+
+/* Options that belong to one or a few commands. The bits are in the order of the ARG_ values
+ * in cisternctl.c, which maps between the two. */
+typedef enum VerbOption {
+        OPTION_FORMAT            = 1 << 0,
+        OPTION_SNAP_ON_START     = 1 << 1,
+        OPTION_SOURCE            = 1 << 2,
+        OPTION_NO_SAVE_ON_STOP   = 1 << 3,
+        OPTION_READ_ONLY         = 1 << 4,
+        OPTION_PREALLOCATE       = 1 << 5,
+        OPTION_OWNER             = 1 << 6,
+        OPTION_REVISIONS_TO_KEEP = 1 << 7,
+        OPTION_ALLOW_SHRINK      = 1 << 8,
+} VerbOption;
+
+typedef enum VerbFlags {
+        /* The command calls methods that ask polkit: allow interactive authorization and start
+         * a text agent on a terminal. */
+        VERB_AUTHORIZE = 1 << 0,
+} VerbFlags;
+
+#define VERB_ANY_ARGS (-1)
+
+typedef struct Context Context;
+
+typedef struct Verb {
+        const char *name;
+        int min_args, max_args;         /* counting the command itself; VERB_ANY_ARGS: no limit */
+        unsigned options;               /* VerbOption bits the command accepts */
+        VerbFlags flags;
+        int (*run)(Context *c, int argc, char *argv[]);
+        const char *synopsis;           /* shown after "Usage: cisternctl " on usage errors */
+} Verb;
+
+struct Context {
+        const Verb *verb;
+        sd_bus *bus;
+
+        bool json;
+        bool ask_password;
+        unsigned options_seen;          /* VerbOption bits given on the command line */
+
+        const char *format;
+        const char *source;
+        bool snap_on_start;
+        bool no_save_on_stop;
+        bool read_only;
+        bool preallocate;
+        uint32_t owner;
+        uint32_t revisions_to_keep;
+        bool allow_shrink;
+};
+
+/* Connects to the system bus on first use. Commands parse all their arguments before calling
+ * it, so that a usage error never depends on the bus being there. */
+int context_acquire_bus(Context *c, sd_bus **ret);
+
+/* Whether method calls of this command may ask for a password. */
+bool context_interactive(const Context *c);
+
+/* Prints "cisternctl: <message>" and the command's usage line; returns -ERR_USAGE. */
+int usage_error(const Context *c, const char *format, ...) _printf_(2, 3);
+
+/* "POOL/VOL" → its two halves, or a usage error. */
+int parse_volume_arg(const Context *c, const char *arg, char **ret_pool, char **ret_volume);
+int parse_size_arg(const Context *c, const char *arg, uint64_t *ret);
+
+/* Reads the object path a Create* method returned; with --json prints {"object": PATH}. */
+int print_created_object(const Context *c, sd_bus_message *reply);
+
+int verb_status(Context *c, int argc, char *argv[]);
+int verb_pools(Context *c, int argc, char *argv[]);
+int verb_pool_create(Context *c, int argc, char *argv[]);
+int verb_pool_remove(Context *c, int argc, char *argv[]);
+int verb_list(Context *c, int argc, char *argv[]);
+int verb_create(Context *c, int argc, char *argv[]);
+int verb_remove(Context *c, int argc, char *argv[]);
+int verb_resize(Context *c, int argc, char *argv[]);
+int verb_info(Context *c, int argc, char *argv[]);

@@ -1,0 +1,237 @@
+#!/usr/bin/python3
+"""Authorization through the real polkitd (SPEC §5).
+
+The test users have no login session, so polkit judges them by the "any"
+defaults: every cistern action needs admin authentication, which fails
+without an agent.  Rules written per test grant single actions to single users.
+"""
+
+import os
+import unittest
+import xml.etree.ElementTree as ET
+
+import harness
+from harness import (MANAGER, POOL, ROOT_PATH, VOLUME, USER_A, USER_B, Error, MiB,
+                     rule_allowing)
+
+POOL_MANAGE = "org.cistern.pool.manage"
+VOLUME_CREATE = "org.cistern.volume.create"
+VOLUME_MODIFY = "org.cistern.volume.modify"
+VOLUME_MODIFY_OWN = "org.cistern.volume.modify-own"
+VOLUME_READ = "org.cistern.volume.read"
+VOLUME_READ_OWN = "org.cistern.volume.read-own"
+
+
+class AuthorizationTestCase(harness.CisternTestCase):
+    """Pool p1 with volumes owned by root (rootvol), USER_A (v1, v2) and USER_B (bvol)."""
+
+    def setUp(self):
+        super().setUp()
+        self.pool = self.make_pool("p1")
+        self.spare_dir = self.pool_dir("spare")
+        self.rootvol = self.make_volume(self.pool, "rootvol", MiB)
+        self.v1 = self.make_volume(self.pool, "v1", MiB, owner=USER_A.uid)
+        self.v2 = self.make_volume(self.pool, "v2", MiB, owner=USER_A.uid)
+        self.bvol = self.make_volume(self.pool, "bvol", MiB, owner=USER_B.uid)
+
+    def grant(self, action, user=USER_A, condition="true"):
+        self.env.set_polkit_rules(rule_allowing(action, user, condition))
+
+    def check_needs(self, action, fn, user=USER_A):
+        """fn is denied to user by default and allowed once a rule grants action."""
+        self.assert_user_fails(Error.NotAuthorized, user, fn)
+        self.grant(action, user)
+        return self.assert_user_succeeds(user, fn)
+
+
+class DefaultPolicyTest(AuthorizationTestCase):
+    """Every mutating method: NotAuthorized without a rule, allowed with one."""
+
+    def test_create_pool_needs_pool_manage(self):
+        spare = self.spare_dir
+        self.check_needs(POOL_MANAGE, lambda c: c.create_pool("p2", "dir", {"path": spare}))
+        self.assertEqual(self.c.prop(self.c.get_pool("p2"), POOL, "Name"), "p2")
+
+    def test_remove_pool_needs_pool_manage(self):
+        self.check_needs(POOL_MANAGE, lambda c: c.remove_pool("p1"))
+        self.assertEqual(self.c.prop(ROOT_PATH, MANAGER, "Pools"), [])
+
+    def test_pool_configure_needs_pool_manage(self):
+        pool = self.pool.obj
+        self.check_needs(POOL_MANAGE,
+                         lambda c: c.configure_pool(pool, {"revisions_to_keep": 3}))
+        self.assertEqual(self.c.prop(pool, POOL, "RevisionsToKeep"), 3)
+
+    def test_create_volume_needs_volume_create(self):
+        pool = self.pool.obj
+        volume = self.check_needs(VOLUME_CREATE,
+                                  lambda c: c.create_volume(pool, "new", MiB, {}))
+        self.assertEqual(self.c.prop(volume, VOLUME, "Owner"), USER_A.uid)
+
+    def test_remove_of_someone_elses_volume_needs_volume_modify(self):
+        volume = self.rootvol
+        self.check_needs(VOLUME_MODIFY, lambda c: c.remove_volume(volume))
+        self.assertNotIn(volume, self.c.managed_objects())
+
+    def test_resize_of_someone_elses_volume_needs_volume_modify(self):
+        volume = self.rootvol
+        self.check_needs(VOLUME_MODIFY, lambda c: c.resize(volume, 2 * MiB))
+        self.assertEqual(self.c.prop(volume, VOLUME, "Size"), 2 * MiB)
+
+    def test_configure_of_someone_elses_volume_needs_volume_modify(self):
+        volume = self.rootvol
+        self.check_needs(VOLUME_MODIFY,
+                         lambda c: c.configure_volume(volume, {"read_only": True}))
+        self.assertIs(self.c.prop(volume, VOLUME, "ReadOnly"), True)
+
+    def test_info_of_someone_elses_volume_needs_volume_read(self):
+        volume = self.rootvol
+        info = self.check_needs(VOLUME_READ, lambda c: c.info(volume))
+        self.assertEqual(info["virtual_size"], MiB)
+
+
+class OwnVolumeTest(AuthorizationTestCase):
+    """-own actions apply when the caller is the volume's Owner."""
+
+    def test_owner_outside_a_session_needs_a_rule_to_resize(self):
+        volume = self.v1
+        self.check_needs(VOLUME_MODIFY_OWN, lambda c: c.resize(volume, 2 * MiB))
+        self.assertEqual(self.c.prop(volume, VOLUME, "Size"), 2 * MiB)
+
+    def test_owner_outside_a_session_needs_a_rule_to_remove(self):
+        volume = self.v1
+        self.check_needs(VOLUME_MODIFY_OWN, lambda c: c.remove_volume(volume))
+
+    def test_owner_outside_a_session_needs_a_rule_to_configure(self):
+        volume = self.v1
+        self.check_needs(VOLUME_MODIFY_OWN,
+                         lambda c: c.configure_volume(volume, {"revisions_to_keep": 2}))
+
+    def test_owner_outside_a_session_needs_a_rule_for_info(self):
+        volume = self.v1
+        self.check_needs(VOLUME_READ_OWN, lambda c: c.info(volume))
+
+    def test_modify_own_does_not_cover_another_users_volume(self):
+        self.grant(VOLUME_MODIFY_OWN)
+        volume = self.bvol
+        self.assert_user_fails(Error.NotAuthorized, USER_A, lambda c: c.resize(volume, 2 * MiB))
+
+    def test_modify_own_does_not_cover_roots_volume(self):
+        self.grant(VOLUME_MODIFY_OWN)
+        volume = self.rootvol
+        self.assert_user_fails(Error.NotAuthorized, USER_A, lambda c: c.resize(volume, 2 * MiB))
+
+    def test_read_own_does_not_cover_another_users_volume(self):
+        self.grant(VOLUME_READ_OWN)
+        volume = self.bvol
+        self.assert_user_fails(Error.NotAuthorized, USER_A, lambda c: c.info(volume))
+
+
+class RuleScopeTest(AuthorizationTestCase):
+
+    def test_rule_for_one_user_does_not_authorize_another(self):
+        self.grant(POOL_MANAGE, USER_A)
+        spare = self.spare_dir
+        self.assert_user_fails(Error.NotAuthorized, USER_B,
+                               lambda c: c.create_pool("p2", "dir", {"path": spare}))
+
+    def test_rule_for_another_action_does_not_authorize(self):
+        self.grant(VOLUME_MODIFY, USER_A)
+        self.assert_user_fails(Error.NotAuthorized, USER_A, lambda c: c.remove_pool("p1"))
+
+    def test_volume_create_does_not_allow_choosing_another_owner(self):
+        self.grant(VOLUME_CREATE)
+        pool = self.pool.obj
+        for owner in (USER_B.uid, 0):
+            with self.subTest(owner=owner):
+                self.assert_user_fails(
+                    Error.NotAuthorized, USER_A,
+                    lambda c: c.create_volume(pool, "new", MiB, {"owner": owner}))
+
+    def test_polkit_receives_pool_volume_owner_and_operation(self):
+        condition = ('action.lookup("pool") == "p1" && action.lookup("operation") == "Resize"'
+                     ' && action.lookup("owner") == "%d" && action.lookup("volume") == "v1"'
+                     % USER_A.uid)
+        self.grant([VOLUME_MODIFY, VOLUME_MODIFY_OWN], USER_A, condition)
+        v1, v2 = self.v1, self.v2
+        self.assert_user_succeeds(USER_A, lambda c: c.resize(v1, 2 * MiB))
+        self.assert_user_fails(Error.NotAuthorized, USER_A, lambda c: c.resize(v2, 2 * MiB))
+        self.assert_user_fails(Error.NotAuthorized, USER_A,
+                               lambda c: c.configure_volume(v1, {"read_only": True}))
+
+
+class WithoutPolkitdTest(AuthorizationTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.grant([POOL_MANAGE, VOLUME_CREATE, VOLUME_MODIFY, VOLUME_MODIFY_OWN], USER_A)
+        self.env.stop_polkitd()
+        self.addCleanup(self.env.start_polkitd)
+
+    def test_root_is_authorized_without_asking(self):
+        self.c.create_pool("p2", "dir", {"path": self.spare_dir})
+        volume = self.c.create_volume(self.pool.obj, "new", MiB, {})
+        self.c.resize(volume, 2 * MiB)
+        self.c.configure_volume(self.v1, {"read_only": True})
+        self.assertEqual(self.c.info(self.bvol)["virtual_size"], MiB)
+        self.c.remove_volume(volume)
+
+    def test_non_root_is_denied(self):
+        v1, pool = self.v1, self.pool.obj
+        self.assert_user_fails(Error.NotAuthorized, USER_A, lambda c: c.resize(v1, 2 * MiB))
+        self.assert_user_fails(Error.NotAuthorized, USER_A,
+                               lambda c: c.create_volume(pool, "new", MiB, {}))
+
+
+class OpenAccessTest(AuthorizationTestCase):
+    """Reading properties, lookups, introspection and Refresh need no authorization."""
+
+    def test_property_reads_are_open(self):
+        for path, iface in ((ROOT_PATH, MANAGER), (self.pool.obj, POOL),
+                            (self.rootvol, VOLUME)):
+            with self.subTest(iface):
+                props = self.assert_user_succeeds(USER_A, lambda c: c.props(path, iface))
+                self.assertEqual(harness.stable_pool_props(props),
+                                 harness.stable_pool_props(self.c.props(path, iface)))
+
+    def test_managed_objects_are_open(self):
+        objects = self.assert_user_succeeds(USER_A, lambda c: c.managed_objects())
+        self.assertEqual(harness.stable_objects(objects),
+                         harness.stable_objects(self.c.managed_objects()))
+
+    def test_introspection_is_open(self):
+        for path in (ROOT_PATH, self.pool.obj, self.rootvol):
+            with self.subTest(path):
+                xml = self.assert_user_succeeds(USER_A, lambda c: c.introspect(path))
+                self.assertIn("<interface", xml)
+
+    def test_lookups_are_open(self):
+        self.assertEqual(self.assert_user_succeeds(USER_A, lambda c: c.get_pool("p1")),
+                         self.pool.obj)
+        self.assertEqual(self.assert_user_succeeds(USER_A, lambda c: c.get_volume("p1", "v1")),
+                         self.v1)
+
+    def test_pool_refresh_needs_no_authorization(self):
+        pool = self.pool.obj
+        self.assert_user_succeeds(USER_A, lambda c: c.refresh_pool(pool))
+
+
+class PolicyFileTest(unittest.TestCase):
+    """polkit/org.cistern.Cistern1.policy declares SPEC §5's actions and defaults."""
+
+    PATH = os.path.join(harness.SOURCE_DIR, "polkit", "org.cistern.Cistern1.policy")
+
+    def test_every_action_has_the_spec_defaults(self):
+        self.assertTrue(os.path.exists(self.PATH), "%s is missing" % self.PATH)
+        declared = {}
+        for action in ET.parse(self.PATH).getroot().iter("action"):
+            defaults = action.find("defaults")
+            declared[action.get("id")] = tuple(
+                defaults.findtext(k).strip()
+                for k in ("allow_any", "allow_inactive", "allow_active"))
+        expected = {a: tuple(d) for a, *d in harness.FALLBACK_ACTIONS}
+        self.assertEqual(declared, expected)
+
+
+if __name__ == "__main__":
+    harness.main()
