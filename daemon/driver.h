@@ -27,7 +27,7 @@ typedef struct PoolDriver {
          * when create is true and the storage holds no pool yet. */
         int (*open)(Pool *p, bool create, sd_bus_error *error);
         void (*close)(Pool *p);
-        /* Re-reads Size, Available and CopyOnWrite of the storage. */
+        /* Re-reads Size, Usage, Available and CopyOnWrite of the storage. */
         int (*refresh)(Pool *p);
 
         int (*volume_create)(Volume *v, int vdir_fd, uint64_t size, bool preallocate);

@@ -219,7 +219,7 @@ static void query_set_verdict(Query *q, sd_bus_message *reply) {
                 q->authorized = true;
         else if (challenge)
                 sd_bus_error_setf(&q->error, ERR_NOT_AUTHORIZED,
-                                  "Authentication is required to perform %s, %s.", q->action,
+                                  "Not authorized to perform %s: authentication is required, %s.", q->action,
                                   q->interactive ? "but no authentication agent was available"
                                                  : "but the caller did not allow interactive authentication");
         else

@@ -37,6 +37,8 @@ typedef struct DirPool {
         char *path;
         ReflinkMode reflink;
         int dir_fd;
+        dev_t dev;              /* of the directory, to refuse a second pool on it */
+        ino_t ino;
         bool reflink_works;
 } DirPool;
 
@@ -214,6 +216,22 @@ static int dir_open_layout(Pool *p, bool create, sd_bus_error *error) {
         return 0;
 }
 
+typedef struct SameDir {
+        const Pool *pool;
+        const Pool *other;
+} SameDir;
+
+static void find_same_dir(Pool *other, void *userdata) {
+        SameDir *s = userdata;
+        const DirPool *a = dir_pool((Pool *) s->pool), *b;
+
+        if (s->other || other == s->pool || other->driver != &pool_driver_dir)
+                return;
+        b = dir_pool(other);
+        if (a->dev == b->dev && a->ino == b->ino)
+                s->other = other;
+}
+
 static int dir_open(Pool *p, bool create, sd_bus_error *error) {
         DirPool *d = dir_pool(p);
         struct stat st;
@@ -231,6 +249,15 @@ static int dir_open(Pool *p, bool create, sd_bus_error *error) {
                 return bus_error_from_errno(error, -errno, "Failed to stat the pool directory");
         }
         d->dir_fd = fd;
+        d->dev = st.st_dev;
+        d->ino = st.st_ino;
+        if (create) {
+                SameDir same = { .pool = p };
+
+                manager_foreach_pool(p->manager, find_same_dir, &same);
+                if (same.other)
+                        return sd_bus_error_setf(error, ERR_ALREADY_EXISTS, "%s already holds pool %s.", d->path, same.other->name);
+        }
         d->reflink_works = d->reflink != REFLINK_NEVER && dir_probe_reflink(fd);
         if (d->reflink == REFLINK_REQUIRE && !d->reflink_works)
                 return sd_bus_error_setf(error, ERR_NOT_SUPPORTED,
@@ -259,6 +286,7 @@ static int dir_refresh(Pool *p) {
                 return -errno;
         p->size = (uint64_t) sv.f_blocks * sv.f_frsize;
         p->available = (uint64_t) sv.f_bavail * sv.f_frsize;
+        p->usage = (uint64_t) (sv.f_blocks - sv.f_bfree) * sv.f_frsize;
         p->copy_on_write = d->reflink_works;
         return 0;
 }

@@ -97,19 +97,12 @@ void pool_foreach_volume(Pool *p, void (*f)(Volume *v, void *userdata), void *us
         twalk_r(p->volumes, pool_walk, &w);
 }
 
-static void add_usage(Volume *v, void *userdata) {
-        *(uint64_t *) userdata += v->usage;
-}
-
 void pool_refresh(Pool *p) {
-        uint64_t usage = 0;
         int r;
 
         r = p->driver->refresh(p);
         if (r < 0)
                 log_warning_errno(r, "Failed to read the size of pool %s: %m", p->name);
-        pool_foreach_volume(p, add_usage, &usage);
-        p->usage = usage;
 }
 
 typedef struct BusyCheck {

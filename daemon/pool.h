@@ -21,7 +21,7 @@ struct Pool {
         /* Cached, refreshed by pool_refresh(). */
         uint64_t size;
         uint64_t available;
-        uint64_t usage;         /* sum of the volumes' allocations */
+        uint64_t usage;         /* bytes in use on the storage */
         bool copy_on_write;
 
         void *volumes;          /* tsearch() tree of Volume*, by name */

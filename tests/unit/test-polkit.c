@@ -400,7 +400,7 @@ static void test_challenge_says_authentication_is_required(void **state) {
         answer(false, true);
         assert_int_equal(polkit_check(f->polkit, m, ACTION_MODIFY, resize_details, &error), -EACCES);
         assert_true(sd_bus_error_has_name(&error, ERR_NOT_AUTHORIZED));
-        assert_non_null(strstr(error.message, "Authentication is required"));
+        assert_non_null(strstr(error.message, "authentication is required"));
         assert_non_null(strstr(error.message, ACTION_MODIFY));
         assert_non_null(strstr(error.message, "interactive"));
         sd_bus_error_free(&error);
