@@ -42,14 +42,14 @@ static int property_get_pool(sd_bus *bus, const char *path, const char *interfac
                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Volume *v = userdata;
 
-        return sd_bus_message_append(reply, "o", v->pool->object_path);
+        return sd_bus_message_append_basic(reply, 'o', v->pool->object_path);
 }
 
 static int property_get_format(sd_bus *bus, const char *path, const char *interface, const char *property,
                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Volume *v = userdata;
 
-        return sd_bus_message_append(reply, "s", v->settings.format);
+        return sd_bus_message_append_basic(reply, 's', v->settings.format);
 }
 
 static int property_get_source(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -57,19 +57,21 @@ static int property_get_source(sd_bus *bus, const char *path, const char *interf
         Volume *v = userdata;
         Volume *source = v->settings.source ? pool_get_volume(v->pool, v->settings.source) : NULL;
 
-        return sd_bus_message_append(reply, "o", source ? source->object_path : "/");
+        return sd_bus_message_append_basic(reply, 'o', source ? source->object_path : "/");
 }
 
 static int property_get_state(sd_bus *bus, const char *path, const char *interface, const char *property,
                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Volume *v = userdata;
 
-        return sd_bus_message_append(reply, "s", volume_state_to_string(v->state));
+        return sd_bus_message_append_basic(reply, 's', volume_state_to_string(v->state));
 }
 
 static int property_get_false(sd_bus *bus, const char *path, const char *interface, const char *property,
                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        return sd_bus_message_append(reply, "b", 0);
+        int b = false;
+
+        return sd_bus_message_append_basic(reply, 'b', &b);
 }
 
 static int property_get_revisions(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -79,7 +81,7 @@ static int property_get_revisions(sd_bus *bus, const char *path, const char *int
 
 static int property_get_device(sd_bus *bus, const char *path, const char *interface, const char *property,
                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        return sd_bus_message_append(reply, "s", "");
+        return sd_bus_message_append_basic(reply, 's', "");
 }
 
 static int property_get_partitions(sd_bus *bus, const char *path, const char *interface, const char *property,
