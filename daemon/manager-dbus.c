@@ -22,29 +22,20 @@ static int property_get_drivers(sd_bus *bus, const char *path, const char *inter
         return sd_bus_message_append(reply, "as", 1, pool_driver_dir.name);
 }
 
-typedef struct AppendPaths {
-        sd_bus_message *reply;
-        int r;
-} AppendPaths;
-
-static void append_pool(Pool *p, void *userdata) {
-        AppendPaths *a = userdata;
-
-        if (a->r >= 0)
-                a->r = sd_bus_message_append(a->reply, "o", p->object_path);
-}
-
 static int property_get_pools(sd_bus *bus, const char *path, const char *interface, const char *property,
                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        AppendPaths a = { .reply = reply };
+        Manager *m = userdata;
+        Pool *p;
         int r;
 
         r = sd_bus_message_open_container(reply, 'a', "o");
         if (r < 0)
                 return r;
-        manager_foreach_pool(userdata, append_pool, &a);
-        if (a.r < 0)
-                return a.r;
+        NAMEMAP_FOREACH(p, &m->pools) {
+                r = sd_bus_message_append_basic(reply, 'o', p->object_path);
+                if (r < 0)
+                        return r;
+        }
         return sd_bus_message_close_container(reply);
 }
 
@@ -64,18 +55,10 @@ static int validate_new_pool(Manager *m, const char *name, const char *driver_na
                 return sd_bus_error_setf(error, ERR_NOT_SUPPORTED, "Pool driver '%s' is not available on this host.", driver_name);
         if (manager_get_pool(m, name))
                 return sd_bus_error_setf(error, ERR_ALREADY_EXISTS, "Pool %s already exists.", name);
-        if (m->n_pools >= m->limits.max_pools)
+        if (m->pools.n >= m->limits.max_pools)
                 return sd_bus_error_setf(error, ERR_LIMITS_EXCEEDED, "There may be at most %u pools.", m->limits.max_pools);
         *ret_driver = driver;
         return 0;
-}
-
-static void emit_volume_added(Volume *v, void *userdata) {
-        (void) sd_bus_emit_object_added(v->pool->manager->bus, v->object_path);
-}
-
-static void emit_volume_removed(Volume *v, void *userdata) {
-        (void) sd_bus_emit_object_removed(v->pool->manager->bus, v->object_path);
 }
 
 static int method_create_pool(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -83,6 +66,8 @@ static int method_create_pool(sd_bus_message *msg, void *userdata, sd_bus_error 
         Manager *m = userdata;
         const char *name, *driver_name;
         const PoolDriver *driver = NULL;
+        Pool *added;
+        Volume *v;
         uint32_t revisions_to_keep;
         bool revisions_given;
         int r;
@@ -113,14 +98,15 @@ static int method_create_pool(sd_bus_message *msg, void *userdata, sd_bus_error 
         r = pool_save(p);
         if (r < 0)
                 return bus_error_from_errno(error, r, "Failed to record the pool");
-        r = manager_add_pool(m, p);
+        r = namemap_put(&m->pools, p->name, p);
         if (r < 0)
                 return r;
-        Pool *added = TAKE_PTR(p);
+        added = TAKE_PTR(p);
 
-        log_info("Created pool %s (%u volumes adopted).", added->name, added->n_volumes);
+        log_info("Created pool %s (%zu volumes adopted).", added->name, added->volumes.n);
         (void) sd_bus_emit_object_added(m->bus, added->object_path);
-        pool_foreach_volume(added, emit_volume_added, NULL);
+        NAMEMAP_FOREACH(v, &added->volumes)
+                (void) sd_bus_emit_object_added(m->bus, v->object_path);
         (void) sd_bus_emit_properties_changed(m->bus, CISTERN_ROOT_PATH, MANAGER_INTERFACE, "Pools", NULL);
         return sd_bus_reply_method_return(msg, "o", added->object_path);
 }
@@ -130,6 +116,7 @@ static const OptionSpec no_options[] = { {} };
 static int method_remove_pool(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
         const char *name, *reason;
+        Volume *v;
         Pool *p;
         int r;
 
@@ -152,9 +139,10 @@ static int method_remove_pool(sd_bus_message *msg, void *userdata, sd_bus_error 
         r = pool_forget(p);
         if (r < 0)
                 return bus_error_from_errno(error, r, "Failed to remove the pool from the registry");
-        pool_foreach_volume(p, emit_volume_removed, NULL);
+        NAMEMAP_FOREACH(v, &p->volumes)
+                (void) sd_bus_emit_object_removed(m->bus, v->object_path);
         (void) sd_bus_emit_object_removed(m->bus, p->object_path);
-        manager_remove_pool(m, p);
+        namemap_remove(&m->pools, p->name);
         log_info("Removed pool %s; its data stays on disk.", p->name);
         pool_free(p);
         (void) sd_bus_emit_properties_changed(m->bus, CISTERN_ROOT_PATH, MANAGER_INTERFACE, "Pools", NULL);
@@ -220,54 +208,31 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_END
 };
 
-typedef struct NodeList {
-        char **nodes;
-        size_t n, allocated;
-        int r;
-} NodeList;
-
-static void node_list_add(NodeList *l, const char *path) {
-        if (l->r < 0)
-                return;
-        if (l->n + 2 > l->allocated) {
-                size_t a = l->allocated ? l->allocated * 2 : 64;
-                char **n = reallocarray(l->nodes, a, sizeof(char *));
-
-                if (!n) {
-                        l->r = -ENOMEM;
-                        return;
-                }
-                l->nodes = n;
-                l->allocated = a;
-        }
-        l->nodes[l->n] = strdup(path);
-        if (!l->nodes[l->n]) {
-                l->r = -ENOMEM;
-                return;
-        }
-        l->nodes[++l->n] = NULL;
-}
-
-static void add_volume_node(Volume *v, void *userdata) {
-        node_list_add(userdata, v->object_path);
-}
-
-static void add_pool_nodes(Pool *p, void *userdata) {
-        node_list_add(userdata, p->object_path);
-        pool_foreach_volume(p, add_volume_node, userdata);
-}
-
 static int enumerate_nodes(sd_bus *bus, const char *path, void *userdata, char ***ret_nodes, sd_bus_error *error) {
-        NodeList l = {};
+        Manager *m = userdata;
+        size_t n = 0, total = m->pools.n;
+        char **nodes;
+        Volume *v;
+        Pool *p;
 
-        manager_foreach_pool(userdata, add_pool_nodes, &l);
-        if (l.r < 0) {
-                for (size_t i = 0; i < l.n; i++)
-                        free(l.nodes[i]);
-                free(l.nodes);
-                return l.r;
+        NAMEMAP_FOREACH(p, &m->pools)
+                total += p->volumes.n;
+        nodes = calloc(total + 1, sizeof(char *));
+        if (!nodes)
+                return -ENOMEM;
+        NAMEMAP_FOREACH(p, &m->pools) {
+                nodes[n++] = strdup(p->object_path);
+                NAMEMAP_FOREACH(v, &p->volumes)
+                        nodes[n++] = strdup(v->object_path);
         }
-        *ret_nodes = l.nodes;
+        for (size_t i = 0; i < n; i++)
+                if (!nodes[i]) {
+                        for (size_t k = 0; k < n; k++)
+                                free(nodes[k]);
+                        free(nodes);
+                        return -ENOMEM;
+                }
+        *ret_nodes = nodes;
         return 0;
 }
 
@@ -293,24 +258,22 @@ static int append_object(sd_bus_message *reply, const char *path, const char *in
         return sd_bus_message_close_container(reply);
 }
 
-typedef struct ManagedObjects {
-        sd_bus_message *reply;
+static int append_managed_objects(sd_bus_message *reply, Manager *m) {
+        Volume *v;
+        Pool *p;
         int r;
-} ManagedObjects;
 
-static void append_volume_object(Volume *v, void *userdata) {
-        ManagedObjects *o = userdata;
-
-        if (o->r >= 0)
-                o->r = append_object(o->reply, v->object_path, VOLUME_INTERFACE, volume_vtable, v);
-}
-
-static void append_pool_objects(Pool *p, void *userdata) {
-        ManagedObjects *o = userdata;
-
-        if (o->r >= 0)
-                o->r = append_object(o->reply, p->object_path, POOL_INTERFACE, pool_vtable, p);
-        pool_foreach_volume(p, append_volume_object, o);
+        NAMEMAP_FOREACH(p, &m->pools) {
+                r = append_object(reply, p->object_path, POOL_INTERFACE, pool_vtable, p);
+                if (r < 0)
+                        return r;
+                NAMEMAP_FOREACH(v, &p->volumes) {
+                        r = append_object(reply, v->object_path, VOLUME_INTERFACE, volume_vtable, v);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return 0;
 }
 
 /* ObjectManager.GetManagedObjects, answered before sd-bus' generic implementation sees it: that
@@ -318,7 +281,6 @@ static void append_pool_objects(Pool *p, void *userdata) {
  * its signature string, which is too slow for pools of ten thousand volumes. */
 static int on_root_message(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        ManagedObjects o = {};
         int r;
 
         if (!sd_bus_message_is_method_call(msg, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects") ||
@@ -330,10 +292,9 @@ static int on_root_message(sd_bus_message *msg, void *userdata, sd_bus_error *er
         r = sd_bus_message_open_container(reply, 'a', "{oa{sa{sv}}}");
         if (r < 0)
                 return r;
-        o.reply = reply;
-        manager_foreach_pool(userdata, append_pool_objects, &o);
-        if (o.r < 0)
-                return o.r;
+        r = append_managed_objects(reply, userdata);
+        if (r < 0)
+                return r;
         r = sd_bus_message_close_container(reply);
         if (r < 0)
                 return r;

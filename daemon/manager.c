@@ -4,7 +4,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <search.h>
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -23,51 +22,6 @@ static const Limits default_limits = {
         .max_volume_size = UINT64_C(1) << 56,  /* 64 PiB */
         .max_revisions_to_keep = 1024,
 };
-
-static int pool_compare(const void *a, const void *b) {
-        return strcmp(((const Pool *) a)->name, ((const Pool *) b)->name);
-}
-
-Pool *manager_get_pool(Manager *m, const char *name) {
-        Pool key = { .name = (char *) name };
-        void **node = tfind(&key, &m->pools, pool_compare);
-
-        return node ? *node : NULL;
-}
-
-int manager_add_pool(Manager *m, Pool *p) {
-        void **node = tsearch(p, &m->pools, pool_compare);
-
-        if (!node)
-                return -ENOMEM;
-        if (*node != p)
-                return -EEXIST;
-        m->n_pools++;
-        return 0;
-}
-
-void manager_remove_pool(Manager *m, Pool *p) {
-        if (tdelete(p, &m->pools, pool_compare))
-                m->n_pools--;
-}
-
-typedef struct PoolWalk {
-        void (*f)(Pool *p, void *userdata);
-        void *userdata;
-} PoolWalk;
-
-static void manager_walk(const void *node, VISIT which, void *closure) {
-        PoolWalk *w = closure;
-
-        if (which == postorder || which == leaf)
-                w->f(*(Pool **) node, w->userdata);
-}
-
-void manager_foreach_pool(Manager *m, void (*f)(Pool *p, void *userdata), void *userdata) {
-        PoolWalk w = { f, userdata };
-
-        twalk_r(m->pools, manager_walk, &w);
-}
 
 static int open_state_dirs(Manager *m) {
         int r;
@@ -103,14 +57,14 @@ int manager_new(const ManagerOptions *options, Manager **ret) {
         return 0;
 }
 
-static void pool_free_node(void *p) {
-        pool_free(p);
-}
-
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
-        tdestroy(m->pools, pool_free_node);
+        Pool *p;
+
+        NAMEMAP_FOREACH(p, &m->pools)
+                pool_free(p);
+        namemap_clear(&m->pools);
         polkit_free(m->polkit);
         sd_event_source_unref(m->idle_source);
         sd_bus_flush_close_unref(m->bus);
@@ -150,10 +104,10 @@ static int load_pools(Manager *m) {
                         continue;
                 if (pool_load(m, name, &p) < 0)
                         continue;   /* logged; the registry entry stays for when the storage returns */
-                if (manager_add_pool(m, p) < 0)
+                if (namemap_put(&m->pools, p->name, p) < 0)
                         pool_free(p);
                 else
-                        log_debug("Loaded pool %s with %u volumes.", p->name, p->n_volumes);
+                        log_debug("Loaded pool %s with %zu volumes.", p->name, p->volumes.n);
         }
         return 0;
 }
@@ -252,7 +206,7 @@ int manager_run(Manager *m) {
         r = sd_bus_request_name(m->bus, CISTERN_BUS_NAME, 0);
         if (r < 0)
                 return log_error_errno(r, "Failed to acquire the bus name %s: %m", CISTERN_BUS_NAME);
-        log_info("Ready with %u pools.", m->n_pools);
+        log_info("Ready with %zu pools.", m->pools.n);
 
         return sd_event_loop(m->event);
 }

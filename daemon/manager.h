@@ -4,6 +4,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "namemap.h"
 #include "polkit.h"
 #include "util.h"
 
@@ -42,8 +43,7 @@ typedef struct Manager {
         int state_fd;           /* the state directory */
         int registry_fd;        /* <state>/pools: one <name>.json per pool */
 
-        void *pools;            /* tsearch() tree of Pool*, by name */
-        unsigned n_pools;
+        NameMap pools;
 
         usec_t idle_timeout;
         sd_event_source *idle_source;
@@ -58,11 +58,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
 /* Loads all state, exports the object tree, takes the bus name, and runs until idle or signalled. */
 int manager_run(Manager *m);
 
-Pool *manager_get_pool(Manager *m, const char *name);
-int manager_add_pool(Manager *m, Pool *p);
-void manager_remove_pool(Manager *m, Pool *p);
-/* Calls f for each pool, in name order. */
-void manager_foreach_pool(Manager *m, void (*f)(Pool *p, void *userdata), void *userdata);
+static inline Pool *manager_get_pool(Manager *m, const char *name) {
+        return namemap_get(&m->pools, name);
+}
 
 /* Bus glue (manager-dbus.c). */
 int manager_dbus_register(Manager *m);

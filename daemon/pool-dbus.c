@@ -63,29 +63,20 @@ static int property_get_usage_details(sd_bus *bus, const char *path, const char 
         return sd_bus_message_append(reply, "a{sv}", 0);
 }
 
-typedef struct AppendPaths {
-        sd_bus_message *reply;
-        int r;
-} AppendPaths;
-
-static void append_volume(Volume *v, void *userdata) {
-        AppendPaths *a = userdata;
-
-        if (a->r >= 0)
-                a->r = sd_bus_message_append(a->reply, "o", v->object_path);
-}
-
 static int property_get_volumes(sd_bus *bus, const char *path, const char *interface, const char *property,
                                 sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        AppendPaths a = { .reply = reply };
+        Pool *p = userdata;
+        Volume *v;
         int r;
 
         r = sd_bus_message_open_container(reply, 'a', "o");
         if (r < 0)
                 return r;
-        pool_foreach_volume(userdata, append_volume, &a);
-        if (a.r < 0)
-                return a.r;
+        NAMEMAP_FOREACH(v, &p->volumes) {
+                r = sd_bus_message_append_basic(reply, 'o', v->object_path);
+                if (r < 0)
+                        return r;
+        }
         return sd_bus_message_close_container(reply);
 }
 
@@ -168,7 +159,7 @@ static int validate_create(Pool *p, sd_bus_message *msg, const char *name, uint6
 
         if (pool_get_volume(p, name))
                 return sd_bus_error_setf(error, ERR_ALREADY_EXISTS, "Volume %s/%s already exists.", p->name, name);
-        if (p->n_volumes >= m->limits.max_volumes_per_pool)
+        if (p->volumes.n >= m->limits.max_volumes_per_pool)
                 return sd_bus_error_setf(error, ERR_LIMITS_EXCEEDED, "Pool %s already holds the most volumes a pool may, %u.",
                                          p->name, m->limits.max_volumes_per_pool);
         return 0;
@@ -218,7 +209,7 @@ static int method_create_volume(sd_bus_message *msg, void *userdata, sd_bus_erro
                 return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "Size %" PRIu64 " is larger than the pool's filesystem allows.", size);
         if (r < 0)
                 return bus_error_from_errno(error, r, "Failed to create the volume");
-        r = pool_add_volume(p, v);
+        r = namemap_put(&p->volumes, v->name, v);
         if (r < 0)
                 return r;
         added = TAKE_PTR(v);
@@ -269,7 +260,7 @@ static int method_configure(sd_bus_message *msg, void *userdata, sd_bus_error *e
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static void restat_volume(Volume *v, void *userdata) {
+static void restat_volume(Volume *v) {
         uint64_t size = v->size, usage = v->usage;
         int r;
 
@@ -284,8 +275,10 @@ static void restat_volume(Volume *v, void *userdata) {
 
 static int method_refresh(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Pool *p = userdata;
+        Volume *v;
 
-        pool_foreach_volume(p, restat_volume, NULL);
+        NAMEMAP_FOREACH(v, &p->volumes)
+                restat_volume(v);
         pool_refresh(p);
         pool_emit_changed(p, "Size", "Usage", "Available", "CopyOnWrite", NULL);
         return sd_bus_reply_method_return(msg, NULL);

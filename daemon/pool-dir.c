@@ -216,20 +216,21 @@ static int dir_open_layout(Pool *p, bool create, sd_bus_error *error) {
         return 0;
 }
 
-typedef struct SameDir {
-        const Pool *pool;
-        const Pool *other;
-} SameDir;
+/* The pool, other than p, that lives in the same directory, if any. */
+static Pool *dir_find_same(Pool *p) {
+        const DirPool *d = dir_pool(p);
+        Pool *other;
 
-static void find_same_dir(Pool *other, void *userdata) {
-        SameDir *s = userdata;
-        const DirPool *a = dir_pool((Pool *) s->pool), *b;
+        NAMEMAP_FOREACH(other, &p->manager->pools) {
+                const DirPool *o;
 
-        if (s->other || other == s->pool || other->driver != &pool_driver_dir)
-                return;
-        b = dir_pool(other);
-        if (a->dev == b->dev && a->ino == b->ino)
-                s->other = other;
+                if (other == p || other->driver != &pool_driver_dir)
+                        continue;
+                o = dir_pool(other);
+                if (o->dev == d->dev && o->ino == d->ino)
+                        return other;
+        }
+        return NULL;
 }
 
 static int dir_open(Pool *p, bool create, sd_bus_error *error) {
@@ -252,11 +253,10 @@ static int dir_open(Pool *p, bool create, sd_bus_error *error) {
         d->dev = st.st_dev;
         d->ino = st.st_ino;
         if (create) {
-                SameDir same = { .pool = p };
+                Pool *same = dir_find_same(p);
 
-                manager_foreach_pool(p->manager, find_same_dir, &same);
-                if (same.other)
-                        return sd_bus_error_setf(error, ERR_ALREADY_EXISTS, "%s already holds pool %s.", d->path, same.other->name);
+                if (same)
+                        return sd_bus_error_setf(error, ERR_ALREADY_EXISTS, "%s already holds pool %s.", d->path, same->name);
         }
         d->reflink_works = d->reflink != REFLINK_NEVER && dir_probe_reflink(fd);
         if (d->reflink == REFLINK_REQUIRE && !d->reflink_works)

@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <dirent.h>
 #include <fcntl.h>
-#include <search.h>
 
 #include "errors.h"
 #include "log.h"
@@ -35,14 +34,14 @@ int pool_new(Manager *m, const char *name, const PoolDriver *driver, Pool **ret)
         return 0;
 }
 
-static void volume_free_node(void *v) {
-        volume_free(v);
-}
-
 Pool *pool_free(Pool *p) {
         if (!p)
                 return NULL;
-        tdestroy(p->volumes, volume_free_node);
+        Volume *v;
+
+        NAMEMAP_FOREACH(v, &p->volumes)
+                volume_free(v);
+        namemap_clear(&p->volumes);
         safe_close(p->volumes_fd);
         if (p->driver_data)
                 p->driver->close(p);
@@ -50,51 +49,6 @@ Pool *pool_free(Pool *p) {
         free(p->name);
         free(p);
         return NULL;
-}
-
-static int pool_compare(const void *a, const void *b) {
-        return strcmp(((const Volume *) a)->name, ((const Volume *) b)->name);
-}
-
-Volume *pool_get_volume(Pool *p, const char *name) {
-        Volume key = { .name = (char *) name };
-        void **node = tfind(&key, &p->volumes, pool_compare);
-
-        return node ? *node : NULL;
-}
-
-int pool_add_volume(Pool *p, Volume *v) {
-        void **node = tsearch(v, &p->volumes, pool_compare);
-
-        if (!node)
-                return -ENOMEM;
-        if (*node != v)
-                return -EEXIST;
-        p->n_volumes++;
-        return 0;
-}
-
-void pool_remove_volume(Pool *p, Volume *v) {
-        if (tdelete(v, &p->volumes, pool_compare))
-                p->n_volumes--;
-}
-
-typedef struct VolumeWalk {
-        void (*f)(Volume *v, void *userdata);
-        void *userdata;
-} VolumeWalk;
-
-static void pool_walk(const void *node, VISIT which, void *closure) {
-        VolumeWalk *w = closure;
-
-        if (which == postorder || which == leaf)
-                w->f(*(Volume **) node, w->userdata);
-}
-
-void pool_foreach_volume(Pool *p, void (*f)(Volume *v, void *userdata), void *userdata) {
-        VolumeWalk w = { f, userdata };
-
-        twalk_r(p->volumes, pool_walk, &w);
 }
 
 void pool_refresh(Pool *p) {
@@ -105,24 +59,16 @@ void pool_refresh(Pool *p) {
                 log_warning_errno(r, "Failed to read the size of pool %s: %m", p->name);
 }
 
-typedef struct BusyCheck {
-        const char *reason;
-} BusyCheck;
-
-static void check_busy(Volume *v, void *userdata) {
-        BusyCheck *c = userdata;
-
-        if (!c->reason)
-                (void) volume_is_busy(v, &c->reason);
-}
-
 bool pool_is_busy(Pool *p, const char **ret_reason) {
-        BusyCheck c = {};
+        const char *reason = NULL;
+        Volume *v;
 
-        pool_foreach_volume(p, check_busy, &c);
+        NAMEMAP_FOREACH(v, &p->volumes)
+                if (volume_is_busy(v, &reason))
+                        break;
         if (ret_reason)
-                *ret_reason = c.reason;
-        return c.reason;
+                *ret_reason = reason;
+        return reason;
 }
 
 static json_object *pool_to_json(Pool *p) {
@@ -211,7 +157,7 @@ static int pool_load_volumes(Pool *p) {
                         log_warning_errno(r, "Failed to load volume %s/%s, ignoring it: %m", p->name, de->d_name);
                         continue;
                 }
-                r = pool_add_volume(p, v);
+                r = namemap_put(&p->volumes, v->name, v);
                 if (r < 0) {
                         volume_free(v);
                         return r;

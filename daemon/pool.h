@@ -24,8 +24,7 @@ struct Pool {
         uint64_t usage;         /* bytes in use on the storage */
         bool copy_on_write;
 
-        void *volumes;          /* tsearch() tree of Volume*, by name */
-        unsigned n_volumes;
+        NameMap volumes;
 };
 
 int pool_new(Manager *m, const char *name, const PoolDriver *driver, Pool **ret);
@@ -44,10 +43,9 @@ int pool_forget(Pool *p);
 void pool_refresh(Pool *p);
 bool pool_is_busy(Pool *p, const char **ret_reason);
 
-Volume *pool_get_volume(Pool *p, const char *name);
-int pool_add_volume(Pool *p, Volume *v);
-void pool_remove_volume(Pool *p, Volume *v);
-void pool_foreach_volume(Pool *p, void (*f)(Volume *v, void *userdata), void *userdata);
+static inline Volume *pool_get_volume(Pool *p, const char *name) {
+        return namemap_get(&p->volumes, name);
+}
 
 /* Bus glue (pool-dbus.c). */
 extern const sd_bus_vtable pool_vtable[];

@@ -98,16 +98,14 @@ static int authorize_volume(Volume *v, sd_bus_message *msg, const char *action, 
         return authorize_own(v->pool->manager, msg, action, v->pool->name, v->name, v->settings.owner, error);
 }
 
-typedef struct UsersCheck {
-        const Volume *volume;
-        const Volume *user;
-} UsersCheck;
+/* A volume that snaps its working copy from v at start. */
+static Volume *find_user(Volume *v) {
+        Volume *other;
 
-static void find_user(Volume *v, void *userdata) {
-        UsersCheck *c = userdata;
-
-        if (!c->user && v != c->volume && streq_ptr(v->settings.source, c->volume->name))
-                c->user = v;
+        NAMEMAP_FOREACH(other, &v->pool->volumes)
+                if (other != v && streq_ptr(other->settings.source, v->name))
+                        return other;
+        return NULL;
 }
 
 static const OptionSpec no_options[] = { {} };
@@ -115,8 +113,8 @@ static const OptionSpec no_options[] = { {} };
 static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Volume *v = userdata;
         Pool *p = v->pool;
-        UsersCheck c = { .volume = v };
         const char *reason;
+        Volume *user;
         int r;
 
         r = options_read(msg, no_options, NULL, NULL, error);
@@ -124,9 +122,9 @@ static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return r;
         if (volume_is_busy(v, &reason))
                 return sd_bus_error_setf(error, ERR_BUSY, "Volume %s/%s is in use: %s.", p->name, v->name, reason);
-        pool_foreach_volume(p, find_user, &c);
-        if (c.user)
-                return sd_bus_error_setf(error, ERR_BUSY, "Volume %s/%s is the source of volume %s.", p->name, v->name, c.user->name);
+        user = find_user(v);
+        if (user)
+                return sd_bus_error_setf(error, ERR_BUSY, "Volume %s/%s is the source of volume %s.", p->name, v->name, user->name);
 
         r = authorize_volume(v, msg, ACTION_VOLUME_MODIFY, error);
         if (r <= 0)
@@ -137,7 +135,7 @@ static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return bus_error_from_errno(error, r, "Failed to remove the volume");
         log_info("Removed volume %s/%s.", p->name, v->name);
         (void) sd_bus_emit_object_removed(p->manager->bus, v->object_path);
-        pool_remove_volume(p, v);
+        namemap_remove(&p->volumes, v->name);
         volume_free(v);
         pool_refresh(p);
         pool_emit_changed(p, "Volumes", "Usage", "Available", NULL);

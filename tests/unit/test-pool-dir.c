@@ -148,7 +148,7 @@ static Volume *volume_make(struct fixture *f, const char *name, uint64_t size, b
         assert_int_equal(volume_new(f->p, name, &v), 0);
         v->settings.created = 1700000000000000;
         assert_int_equal(volume_create(v, size, preallocate), 0);
-        assert_int_equal(pool_add_volume(f->p, v), 0);
+        assert_int_equal(namemap_put(&f->p->volumes, v->name, v), 0);
         return v;
 }
 
@@ -219,7 +219,7 @@ static void create_makes_private_layout_and_records_the_pool(void **state) {
         assert_string_equal(json_get_string(config, "path"), f->pool_path);
         assert_string_equal(json_get_string(config, "reflink"), "auto");
 
-        assert_int_equal(f->p->n_volumes, 0);
+        assert_int_equal(f->p->volumes.n, 0);
         assert_true(f->p->size > 0);
         assert_true(f->p->available <= f->p->size);
         assert_true(f->p->usage > 0 && f->p->usage <= f->p->size);
@@ -298,7 +298,7 @@ static void saved_pool_loads_from_the_registry_with_its_volumes(void **state) {
         assert_string_equal(p->name, "p");
         assert_ptr_equal(p->driver, &pool_driver_dir);
         assert_int_equal(p->revisions_to_keep, 3);
-        assert_int_equal(p->n_volumes, 2);
+        assert_int_equal(p->volumes.n, 2);
         v = pool_get_volume(p, "root");
         assert_non_null(v);
         assert_int_equal(v->size, 2 * MiB);
@@ -317,7 +317,7 @@ static void create_on_an_existing_pool_adopts_it(void **state) {
         f->p = pool_free(f->p);
 
         assert_int_equal(pool_make(f, true, &f->p), 0);
-        assert_int_equal(f->p->n_volumes, 2);
+        assert_int_equal(f->p->volumes.n, 2);
         assert_non_null(pool_get_volume(f->p, "a"));
         assert_non_null(pool_get_volume(f->p, "b"));
 }
@@ -361,7 +361,7 @@ static void staging_leftovers_are_swept_at_open(void **state) {
         assert_int_equal(pool_make(f, false, &f->p), 0);
         assert_int_equal(count_entries(f, "pool/volumes", STORE_STAGING_PREFIX), 0);
         assert_int_equal(count_entries(f, "pool/volumes/v", STORE_STAGING_PREFIX), 0);
-        assert_int_equal(f->p->n_volumes, 1);
+        assert_int_equal(f->p->volumes.n, 1);
         assert_non_null(pool_get_volume(f->p, "v"));
         assert_true(exists(f, "pool/volumes/v/image"));
         assert_true(exists(f, "pool/volumes/v/volume.json"));
@@ -384,7 +384,7 @@ static void unknown_entries_are_ignored_and_kept(void **state) {
         write_file(f, "pool/volumes/.hidden", "dot");
 
         assert_int_equal(pool_make(f, false, &f->p), 0);
-        assert_int_equal(f->p->n_volumes, 1);
+        assert_int_equal(f->p->volumes.n, 1);
         assert_non_null(pool_get_volume(f->p, "real"));
         assert_null(pool_get_volume(f->p, "notes.txt"));
         assert_null(pool_get_volume(f->p, "empty"));
@@ -414,7 +414,7 @@ static void symlinked_volume_is_not_followed(void **state) {
         f->p = pool_free(f->p);
 
         assert_int_equal(pool_make(f, false, &f->p), 0);
-        assert_int_equal(f->p->n_volumes, 0);
+        assert_int_equal(f->p->volumes.n, 0);
         assert_null(pool_get_volume(f->p, "evil"));
         assert_null(pool_get_volume(f->p, "evil2"));
         assert_int_equal(volume_load(f->p, "evil", &v), -ELOOP);
@@ -519,8 +519,8 @@ static void pool_refuses_two_volumes_of_one_name(void **state) {
 
         volume_make(f, "v", 1 * MiB, false);
         assert_int_equal(volume_new(f->p, "v", &other), 0);
-        assert_int_equal(pool_add_volume(f->p, other), -EEXIST);
-        assert_int_equal(f->p->n_volumes, 1);
+        assert_int_equal(namemap_put(&f->p->volumes, other->name, other), -EEXIST);
+        assert_int_equal(f->p->volumes.n, 1);
         volume_free(other);
 }
 
@@ -685,7 +685,7 @@ static void image_symlinked_outside_is_never_touched(void **state) {
 
         /* Removing the volume removes the link, not its target. */
         assert_int_equal(volume_remove(v), 0);
-        pool_remove_volume(f->p, v);
+        namemap_remove(&f->p->volumes, v->name);
         volume_free(v);
         assert_int_equal(stat_of(f, "outside/victim").st_size, strlen("precious"));
 }
@@ -699,18 +699,18 @@ static void remove_deletes_the_volume_and_nothing_else(void **state) {
         write_file(f, "pool/volumes/go/extra", "driver file");
 
         assert_int_equal(volume_remove(v), 0);
-        pool_remove_volume(f->p, v);
+        namemap_remove(&f->p->volumes, v->name);
         volume_free(v);
 
         assert_false(exists(f, "pool/volumes/go"));
         assert_int_equal(count_entries(f, "pool/volumes", STORE_STAGING_PREFIX), 0);
         assert_int_equal(count_entries(f, "pool/volumes", ""), 1);
         assert_true(exists(f, "pool/volumes/stay/image"));
-        assert_int_equal(f->p->n_volumes, 1);
+        assert_int_equal(f->p->volumes.n, 1);
         assert_null(pool_get_volume(f->p, "go"));
 
         pool_reopen(f);
-        assert_int_equal(f->p->n_volumes, 1);
+        assert_int_equal(f->p->volumes.n, 1);
         assert_non_null(pool_get_volume(f->p, "stay"));
 }
 
@@ -725,30 +725,20 @@ static void remove_of_a_vanished_volume_fails_cleanly(void **state) {
         assert_true(exists(f, "outside/v/image"));
 }
 
-typedef struct Walk {
-        unsigned n;
-        const char *seen[8];
-} Walk;
-
-static void walk_visit(Volume *v, void *userdata) {
-        Walk *w = userdata;
-
-        assert_true(w->n < ELEMENTSOF(w->seen));
-        w->seen[w->n++] = v->name;
-}
-
 static void foreach_visits_every_volume_in_name_order(void **state) {
         static const char *const names[] = { "c", "a", "b", "a0" };
         static const char *const sorted[] = { "a", "a0", "b", "c" };
         struct fixture *f = *state;
-        Walk walk = {};
+        size_t n = 0;
+        Volume *v;
 
         for (size_t i = 0; i < ELEMENTSOF(names); i++)
                 volume_make(f, names[i], 512, false);
-        pool_foreach_volume(f->p, walk_visit, &walk);
-        assert_int_equal(walk.n, ELEMENTSOF(sorted));
-        for (size_t i = 0; i < ELEMENTSOF(sorted); i++)
-                assert_string_equal(walk.seen[i], sorted[i]);
+        NAMEMAP_FOREACH(v, &f->p->volumes) {
+                assert_true(n < ELEMENTSOF(sorted));
+                assert_string_equal(v->name, sorted[n++]);
+        }
+        assert_int_equal(n, ELEMENTSOF(sorted));
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
