@@ -58,10 +58,10 @@ int manager_new(const ManagerOptions *options, Manager **ret) {
 }
 
 Manager *manager_free(Manager *m) {
-        if (!m)
-                return NULL;
         Pool *p;
 
+        if (!m)
+                return NULL;
         NAMEMAP_FOREACH(p, &m->pools)
                 pool_free(p);
         namemap_clear(&m->pools);

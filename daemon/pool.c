@@ -35,10 +35,10 @@ int pool_new(Manager *m, const char *name, const PoolDriver *driver, Pool **ret)
 }
 
 Pool *pool_free(Pool *p) {
-        if (!p)
-                return NULL;
         Volume *v;
 
+        if (!p)
+                return NULL;
         NAMEMAP_FOREACH(v, &p->volumes)
                 volume_free(v);
         namemap_clear(&p->volumes);

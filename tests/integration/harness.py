@@ -352,21 +352,52 @@ def as_user(user, fn):
     Returns an Outcome: the (unwrapped) result or the D-Bus error name and
     message.  Any other exception in the child is re-raised here.
     """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        _child_run(user, fn, write_fd)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    if not data:
-        raise RuntimeError("child running as %s died without an answer" % user.name)
-    kind, payload = pickle.loads(data)
-    if kind == "crash":
-        raise RuntimeError("child running as %s failed:\n%s" % (user.name, payload))
-    return payload
+    return as_user_async(user, fn).outcome()
+
+
+class UserCall:
+    """A call running in a child process as another user (see as_user_async)."""
+
+    def __init__(self, user, fn):
+        self.user = user
+        read_fd, write_fd = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            os.close(read_fd)
+            _child_run(user, fn, write_fd)
+        os.close(write_fd)
+        self._pipe = os.fdopen(read_fd, "rb")
+        self._outcome = None
+
+    def done(self, timeout=0):
+        """True once the child has answered (waits up to timeout seconds)."""
+        if self._pipe is None:
+            return True
+        ready, _, _ = select.select([self._pipe], [], [], timeout)
+        return bool(ready)
+
+    def outcome(self, timeout=CALL_TIMEOUT + 10):
+        """The child's Outcome; waits for it (a child that hangs is killed)."""
+        if self._pipe is None:
+            return self._outcome
+        if not self.done(timeout):
+            os.kill(self.pid, signal.SIGKILL)
+        data = self._pipe.read()
+        self._pipe.close()
+        self._pipe = None
+        os.waitpid(self.pid, 0)
+        if not data:
+            raise RuntimeError("child running as %s died without an answer" % self.user.name)
+        kind, payload = pickle.loads(data)
+        if kind == "crash":
+            raise RuntimeError("child running as %s failed:\n%s" % (self.user.name, payload))
+        self._outcome = payload
+        return payload
+
+
+def as_user_async(user, fn):
+    """Start fn(Cistern) in a child as `user`; returns a UserCall to collect its Outcome."""
+    return UserCall(user, fn)
 
 
 def _child_run(user, fn, write_fd):
@@ -599,6 +630,50 @@ def rule_allowing(action_ids, user, condition="true"):
             "});\n" % (ids, user.name, condition))
 
 
+class PolkitGate:
+    """Holds polkitd's answers to matching checks until the test releases them.
+
+    rule() returns a polkit rule that, for the given actions and user, runs a
+    shell (polkit.spawn, as the polkitd user) which marks that the check has
+    begun and then waits for the release file, before returning `result`.  So
+    a test knows when a call is waiting for polkit, and decides when polkit
+    answers.  The wait is bounded (about 8 s, below polkit.spawn's limit).
+    """
+
+    def __init__(self, directory):
+        self.dir = directory
+        if os.path.exists(directory):
+            shutil.rmtree(directory)
+        os.mkdir(directory)
+        os.chmod(directory, 0o1777)
+        self.entered = os.path.join(directory, "entered")
+        self.release_file = os.path.join(directory, "release")
+
+    def rule(self, action_ids, user, result="YES"):
+        script = ('touch %s; i=0; while [ ! -e %s ] && [ $i -lt 160 ]; '
+                  'do sleep 0.05; i=$((i+1)); done' % (self.entered, self.release_file))
+        ids = ", ".join('"%s"' % a for a in ([action_ids] if isinstance(action_ids, str)
+                                               else action_ids))
+        return ("polkit.addRule(function(action, subject) {\n"
+                "    if ([%s].indexOf(action.id) >= 0 && subject.user == \"%s\") {\n"
+                "        polkit.spawn([\"/bin/sh\", \"-c\", %s]);\n"
+                "        return polkit.Result.%s;\n"
+                "    }\n"
+                "});\n" % (ids, user.name, _js_string(script), result))
+
+    def wait_entered(self, timeout=10):
+        poll_until(lambda: os.path.exists(self.entered), timeout,
+                   "polkitd to start evaluating the gated rule")
+
+    def release(self):
+        with open(self.release_file, "w"):
+            pass
+
+
+def _js_string(text):
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class Environment:
     """Private bus + polkitd (+ cisternd on demand) in a temp dir; one per process."""
 
@@ -801,6 +876,10 @@ class Environment:
         self.rules = js_text
         self.stop_polkitd()
         self.start_polkitd()
+
+    def polkit_gate(self):
+        """A fresh PolkitGate in the environment's directory (see PolkitGate)."""
+        return PolkitGate(os.path.join(self.tmp, "polkit-gate"))
 
     def check_authorization(self, bus, action_id, details=None):
         """CheckAuthorization for the caller's own connection (system-bus-name)."""
@@ -1167,6 +1246,24 @@ class CisternTestCase(HarnessTestCase):
         self.assertEqual(before, self.snapshot_state(extra_dirs),
                          "state changed after a failed call by %s" % user.name)
         return outcome
+
+    def polkit_gate(self):
+        """A PolkitGate that is released, at the latest, when the test ends."""
+        gate = self.env.polkit_gate()
+        self._gates = getattr(self, "_gates", []) + [gate]
+        self.addCleanup(gate.release)
+        return gate
+
+    def start_as_user(self, user, fn):
+        """as_user_async, with the child reaped when the test ends."""
+        call = as_user_async(user, fn)
+        self.addCleanup(self._finish_user_call, call)
+        return call
+
+    def _finish_user_call(self, call):
+        for gate in getattr(self, "_gates", []):
+            gate.release()   # a call held at a gate would wait for its bound
+        call.outcome(timeout=30)
 
     def assert_user_succeeds(self, user, fn):
         outcome = as_user(user, fn)

@@ -6,7 +6,9 @@ defaults: every cistern action needs admin authentication, which fails
 without an agent.  Rules written per test grant single actions to single users.
 """
 
+import json
 import os
+import subprocess
 import unittest
 import xml.etree.ElementTree as ET
 
@@ -42,6 +44,20 @@ class AuthorizationTestCase(harness.CisternTestCase):
         self.assert_user_fails(Error.NotAuthorized, user, fn)
         self.grant(action, user)
         return self.assert_user_succeeds(user, fn)
+
+    def mutating_calls(self, volume):
+        """Every method that asks polkit, as fn(Cistern), aimed at `volume` where it can be."""
+        pool, spare = self.pool.obj, self.spare_dir
+        return {
+            "CreatePool": lambda c: c.create_pool("p2", "dir", {"path": spare}),
+            "RemovePool": lambda c: c.remove_pool("p1"),
+            "Pool.Configure": lambda c: c.configure_pool(pool, {"revisions_to_keep": 3}),
+            "CreateVolume": lambda c: c.create_volume(pool, "new", MiB, {}),
+            "Remove": lambda c: c.remove_volume(volume),
+            "Resize": lambda c: c.resize(volume, 2 * MiB),
+            "Volume.Configure": lambda c: c.configure_volume(volume, {"read_only": True}),
+            "Info": lambda c: c.info(volume),
+        }
 
 
 class DefaultPolicyTest(AuthorizationTestCase):
@@ -89,6 +105,22 @@ class DefaultPolicyTest(AuthorizationTestCase):
         info = self.check_needs(VOLUME_READ, lambda c: c.info(volume))
         self.assertEqual(info["virtual_size"], MiB)
 
+    def test_every_mutating_method_is_denied_to_both_users_on_every_volume(self):
+        for user in (USER_A, USER_B):
+            for target in ("rootvol", "v1", "bvol"):
+                for method, fn in self.mutating_calls(getattr(self, target)).items():
+                    with self.subTest(user=user.name, volume=target, method=method):
+                        self.assert_user_fails(Error.NotAuthorized, user, fn)
+
+    def test_a_rule_for_every_action_allows_every_method(self):
+        self.grant([POOL_MANAGE, VOLUME_CREATE, VOLUME_MODIFY, VOLUME_READ], USER_B)
+        calls = self.mutating_calls(self.v1)
+        for method in ("Info", "Resize", "Volume.Configure", "Remove", "CreateVolume",
+                       "Pool.Configure", "CreatePool", "RemovePool"):
+            with self.subTest(method):
+                self.assert_user_succeeds(USER_B, calls[method])
+        self.assertEqual(self.c.prop(ROOT_PATH, MANAGER, "Pools"), [harness.pool_path("p2")])
+
 
 class OwnVolumeTest(AuthorizationTestCase):
     """-own actions apply when the caller is the volume's Owner."""
@@ -125,6 +157,51 @@ class OwnVolumeTest(AuthorizationTestCase):
         self.grant(VOLUME_READ_OWN)
         volume = self.bvol
         self.assert_user_fails(Error.NotAuthorized, USER_A, lambda c: c.info(volume))
+
+    def test_modify_own_lets_each_user_change_only_their_own_volumes(self):
+        self.env.set_polkit_rules(rule_allowing(VOLUME_MODIFY_OWN, USER_A)
+                                  + rule_allowing(VOLUME_MODIFY_OWN, USER_B))
+        for user, own, foreign in ((USER_A, self.v1, [self.bvol, self.rootvol]),
+                                   (USER_B, self.bvol, [self.v1, self.rootvol])):
+            for volume in foreign:
+                with self.subTest(user=user.name, volume=volume):
+                    self.assert_user_fails(Error.NotAuthorized, user,
+                                           lambda c: c.resize(volume, 2 * MiB))
+                    self.assert_user_fails(Error.NotAuthorized, user,
+                                           lambda c: c.configure_volume(volume,
+                                                                        {"read_only": True}))
+                    self.assert_user_fails(Error.NotAuthorized, user,
+                                           lambda c: c.remove_volume(volume))
+            with self.subTest(user=user.name, volume=own):
+                self.assert_user_succeeds(user, lambda c: c.resize(own, 2 * MiB))
+                self.assert_user_succeeds(user, lambda c: c.configure_volume(
+                    own, {"read_only": True}))
+                props = self.c.props(own, VOLUME)
+                self.assertEqual((props["Size"], props["ReadOnly"]), (2 * MiB, True))
+                self.assert_user_succeeds(user, lambda c: c.remove_volume(own))
+                self.assertNotIn(own, self.c.managed_objects())
+
+    def test_modify_own_does_not_grant_read_own_nor_the_reverse(self):
+        volume = self.v1
+        self.grant(VOLUME_MODIFY_OWN)
+        self.assert_user_fails(Error.NotAuthorized, USER_A, lambda c: c.info(volume))
+        self.grant(VOLUME_READ_OWN)
+        self.assert_user_fails(Error.NotAuthorized, USER_A, lambda c: c.resize(volume, 2 * MiB))
+        self.assert_user_fails(Error.NotAuthorized, USER_A, lambda c: c.remove_volume(volume))
+
+    def test_modify_own_grants_no_pool_or_create_action(self):
+        self.grant(VOLUME_MODIFY_OWN)
+        calls = self.mutating_calls(self.v1)
+        for method in ("CreatePool", "RemovePool", "Pool.Configure", "CreateVolume"):
+            with self.subTest(method):
+                self.assert_user_fails(Error.NotAuthorized, USER_A, calls[method])
+
+    def test_the_owner_option_may_name_the_caller_itself(self):
+        self.grant(VOLUME_CREATE)
+        pool = self.pool.obj
+        volume = self.assert_user_succeeds(
+            USER_A, lambda c: c.create_volume(pool, "new", MiB, {"owner": USER_A.uid}))
+        self.assertEqual(self.c.prop(volume, VOLUME, "Owner"), USER_A.uid)
 
 
 class RuleScopeTest(AuthorizationTestCase):
