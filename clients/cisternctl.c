@@ -12,7 +12,7 @@
  * their name, type and meaning.
  *
  * status:
- *     { "version": "0.1.0", "drivers": ["dir", "thin"], "pools": 2, "jobs": 0 }
+ *     { "version": "0.1.0", "drivers": ["dir"], "pools": 2, "jobs": 0 }
  *
  * pools (sorted by name):
  *     [ { "name": "tank", "driver": "dir",
@@ -37,8 +37,8 @@
  *       "partitions": [ { "number": 1, "device": "/dev/cistern/tank/disk0-part1",
  *                         "start": 1048576, "size": 10736369664, "type": "ext4" } ]
  *       "mounts":     [ { "partition": 1, "mount_point": "/run/cistern/…" } ]  (0: whole device)
- *       "info":       { "format": "qcow2", "virtual_size": 10737418240, "actual_size": 200704,
- *                       "cluster_size": 65536, … }                      (Volume.Info, as is)
+ *       "info":       { "format": "raw", "virtual_size": 10737418240, "actual_size": 200704 }
+ *                                                                        (Volume.Info, as is)
  *
  * pool-create, create:
  *     { "object": "/org/cistern/Cistern1/pool/tank" }
@@ -120,8 +120,8 @@ static void help(void) {
         printf("%1$s [OPTIONS...] COMMAND ...\n"
                "\n"
                "Manage pools of virtual-machine disk volumes kept by the Cistern service.\n"
-               "A pool is a place where volumes live (a directory, or a device-mapper thin\n"
-               "pool); a volume is one disk image, named POOL/VOL.\n"
+               "A pool is a place where volumes live (a directory); a volume is one disk\n"
+               "image, named POOL/VOL.\n"
                "\n"
                "Try it:\n"
                "  %1$s pool-create tank dir path=/srv/tank\n"
@@ -153,7 +153,7 @@ static void help(void) {
                "                             action needs one\n"
                "\n"
                "Options of create:\n"
-               "     --format=FORMAT         Image format: raw (the default) or qcow2\n"
+               "     --format=FORMAT         Image format (default: raw)\n"
                "     --snap-on-start         Start the volume as a fresh snapshot of another\n"
                "                             volume's committed image; changes are dropped at\n"
                "                             stop. Needs --source\n"
@@ -175,10 +175,6 @@ static void help(void) {
                "  dir    path=DIR               Existing directory that holds the pool (required)\n"
                "         reflink=auto|require|never\n"
                "                                Whether copies share blocks (default: auto)\n"
-               "         revisions_to_keep=N    Default for the pool's volumes (default: 1)\n"
-               "  thin   data_device=PATH       Block device or file for the data\n"
-               "         metadata_device=PATH   Block device or file for the metadata\n"
-               "         block_size=SIZE        Allocation unit (default: 64K)\n"
                "         revisions_to_keep=N    Default for the pool's volumes (default: 1)\n"
                "\n"
                "Sizes are a number of bytes, or a number with a suffix K, M, G, T, P or E\n"

@@ -187,7 +187,8 @@ int manager_run(Manager *m) {
         int r;
 
         errors_register();
-        if (mkdir(m->runtime_dir, 0700) < 0 && errno != EEXIST)
+        /* Searchable by all: mount points below it must be reachable by their volume's owner. */
+        if (mkdir(m->runtime_dir, 0711) < 0 && errno != EEXIST)
                 return log_error_errno(errno, "Failed to create runtime directory %s: %m", m->runtime_dir);
         r = open_state_dirs(m);
         if (r < 0)

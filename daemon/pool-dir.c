@@ -36,6 +36,7 @@ static const char *const reflink_mode_names[_REFLINK_MAX] = {
 typedef struct DirPool {
         char *path;
         ReflinkMode reflink;
+        bool reflink_given;     /* by CreatePool: otherwise an adopted pool keeps its own */
         int dir_fd;
         dev_t dev;              /* of the directory, to refuse a second pool on it */
         ino_t ino;
@@ -80,7 +81,7 @@ static const OptionSpec dir_config_spec[] = {
 };
 
 static int dir_config_parse(Pool *p, sd_bus_message *m, bool *ret_revisions_given, sd_bus_error *error) {
-        DirConfig c = { .reflink = "auto" };
+        DirConfig c = { .reflink = reflink_mode_names[REFLINK_AUTO] };
         uint32_t seen;
         int r, mode;
 
@@ -112,6 +113,7 @@ static int dir_config_parse(Pool *p, sd_bus_message *m, bool *ret_revisions_give
         if (!dir_pool(p)->path)
                 return -ENOMEM;
         dir_pool(p)->reflink = mode;
+        dir_pool(p)->reflink_given = option_seen(seen, dir_config_spec, "reflink");
         *ret_revisions_given = option_seen(seen, dir_config_spec, "revisions_to_keep");
         return 0;
 }
@@ -152,6 +154,24 @@ static int dir_config_append(Pool *p, sd_bus_message *reply) {
                                      "path", "s", d->path,
                                      "reflink", "s", reflink_mode_names[d->reflink],
                                      "revisions_to_keep", "u", p->revisions_to_keep);
+}
+
+/* An adopted pool keeps the reflink mode recorded in its pool.json unless CreatePool gave one. */
+static void dir_adopt_reflink_mode(DirPool *d) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        json_object *config;
+        const char *mode;
+        int r;
+
+        if (d->reflink_given)
+                return;
+        r = store_read_json(d->dir_fd, POOL_JSON, 64 * 1024, &o);
+        if (r < 0 || !json_object_object_get_ex(o, "config", &config))
+                return;
+        mode = json_get_string(config, "reflink");
+        r = mode ? reflink_mode_from_string(mode) : -EINVAL;
+        if (r >= 0)
+                d->reflink = r;
 }
 
 /* Whether FICLONE works in this directory: two unnamed files, cloned, gone on close. */
@@ -258,6 +278,7 @@ static int dir_open(Pool *p, bool create, sd_bus_error *error) {
                 if (same)
                         return sd_bus_error_setf(error, ERR_ALREADY_EXISTS, "%s already holds pool %s.", d->path, same->name);
         }
+        dir_adopt_reflink_mode(d);
         d->reflink_works = d->reflink != REFLINK_NEVER && dir_probe_reflink(fd);
         if (d->reflink == REFLINK_REQUIRE && !d->reflink_works)
                 return sd_bus_error_setf(error, ERR_NOT_SUPPORTED,

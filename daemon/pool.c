@@ -172,6 +172,9 @@ int pool_open(Pool *p, bool create, sd_bus_error *error) {
         r = p->driver->open(p, create, error);
         if (r < 0)
                 return r;
+        r = store_remove_staging(p->meta_fd);
+        if (r > 0)
+                log_info("Removed %d unfinished staging entries of pool %s.", r, p->name);
         pool_load_settings(p);
         r = pool_load_volumes(p);
         if (r < 0)

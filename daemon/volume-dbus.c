@@ -306,6 +306,7 @@ static int method_configure(sd_bus_message *msg, void *userdata, sd_bus_error *e
 static int method_info(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         Volume *v = userdata;
+        uint64_t size, usage;
         int r;
 
         r = options_read(msg, no_options, NULL, NULL, error);
@@ -316,9 +317,13 @@ static int method_info(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         if (r <= 0)
                 return r < 0 ? r : 1;
 
+        size = v->size;
+        usage = v->usage;
         r = volume_stat(v);
         if (r < 0)
                 return bus_error_from_errno(error, r, "Failed to read the volume's image");
+        if (size != v->size || usage != v->usage)
+                volume_emit_changed(v, "Size", "Usage", NULL);
         r = sd_bus_message_new_method_return(msg, &reply);
         if (r < 0)
                 return r;

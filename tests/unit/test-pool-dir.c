@@ -271,6 +271,42 @@ static void create_reuses_an_empty_volumes_directory(void **state) {
         pool_free(p);
 }
 
+static const char *saved_reflink_mode(Pool *p, json_object *holder) {
+        assert_int_equal(pool_driver_dir.config_save(p, holder), 0);
+        return json_get_string(holder, "reflink");
+}
+
+/* CreatePool on a pool's directory without a reflink setting keeps the one the pool has. */
+static void adoption_keeps_the_recorded_reflink_mode(void **state) {
+        _cleanup_(json_object_putp) json_object *config = json_object_new_object(), *saved = json_object_new_object();
+        struct fixture *f = *state;
+        Pool *p = NULL;
+
+        assert_int_equal(json_object_object_add(config, "path", json_object_new_string(f->pool_path)), 0);
+        assert_int_equal(json_object_object_add(config, "reflink", json_object_new_string("never")), 0);
+        assert_int_equal(pool_new(f->m, "q", &pool_driver_dir, &p), 0);
+        assert_int_equal(pool_driver_dir.config_load(p, config), 0);
+        assert_int_equal(pool_open(p, true, &f->error), 0);
+        assert_int_equal(pool_save(p), 0);
+        p = pool_free(p);
+
+        assert_int_equal(pool_make(f, true, &p), 0);
+        assert_string_equal(saved_reflink_mode(p, saved), "never");
+        assert_false(p->copy_on_write);
+        pool_free(p);
+}
+
+/* A crash between writing a staging file and renaming it over pool.json leaves it behind. */
+static void staging_files_beside_pool_json_are_swept(void **state) {
+        struct fixture *f = *state;
+
+        write_file(f, "pool/.stage-abcdef123456", "{}");
+        write_file(f, "pool/notes", "kept");
+        pool_reopen(f);
+        assert_false(exists(f, "pool/.stage-abcdef123456"));
+        assert_true(exists(f, "pool/notes"));
+}
+
 static void pool_settings_survive_reopening(void **state) {
         struct fixture *f = *state;
 
@@ -751,6 +787,8 @@ int main(void) {
                 T(open_refuses_a_missing_directory),
                 T(create_refuses_a_foreign_volumes_directory),
                 T(create_reuses_an_empty_volumes_directory),
+                T(adoption_keeps_the_recorded_reflink_mode),
+                TP(staging_files_beside_pool_json_are_swept),
                 TP(pool_settings_survive_reopening),
                 TP(saved_pool_loads_from_the_registry_with_its_volumes),
                 TP(create_on_an_existing_pool_adopts_it),
