@@ -105,10 +105,13 @@ class DefaultPolicyTest(AuthorizationTestCase):
         info = self.check_needs(VOLUME_READ, lambda c: c.info(volume))
         self.assertEqual(info["virtual_size"], MiB)
 
-    def test_every_mutating_method_is_denied_to_both_users_on_every_volume(self):
+    def test_every_mutating_method_is_denied_to_both_users_on_own_and_foreign_volumes(self):
+        pool_methods = ("CreatePool", "RemovePool", "Pool.Configure", "CreateVolume")
         for user in (USER_A, USER_B):
-            for target in ("rootvol", "v1", "bvol"):
+            for target in ("v1", "bvol"):   # USER_A's and USER_B's
                 for method, fn in self.mutating_calls(getattr(self, target)).items():
+                    if target == "bvol" and method in pool_methods:
+                        continue   # the same call as for v1
                     with self.subTest(user=user.name, volume=target, method=method):
                         self.assert_user_fails(Error.NotAuthorized, user, fn)
 
@@ -161,8 +164,9 @@ class OwnVolumeTest(AuthorizationTestCase):
     def test_modify_own_lets_each_user_change_only_their_own_volumes(self):
         self.env.set_polkit_rules(rule_allowing(VOLUME_MODIFY_OWN, USER_A)
                                   + rule_allowing(VOLUME_MODIFY_OWN, USER_B))
-        for user, own, foreign in ((USER_A, self.v1, [self.bvol, self.rootvol]),
-                                   (USER_B, self.bvol, [self.v1, self.rootvol])):
+        owners = ((USER_A, self.v1, [self.bvol, self.rootvol]),
+                  (USER_B, self.bvol, [self.v1, self.rootvol]))
+        for user, own, foreign in owners:
             for volume in foreign:
                 with self.subTest(user=user.name, volume=volume):
                     self.assert_user_fails(Error.NotAuthorized, user,
@@ -172,6 +176,7 @@ class OwnVolumeTest(AuthorizationTestCase):
                                                                         {"read_only": True}))
                     self.assert_user_fails(Error.NotAuthorized, user,
                                            lambda c: c.remove_volume(volume))
+        for user, own, foreign in owners:
             with self.subTest(user=user.name, volume=own):
                 self.assert_user_succeeds(user, lambda c: c.resize(own, 2 * MiB))
                 self.assert_user_succeeds(user, lambda c: c.configure_volume(
@@ -237,11 +242,96 @@ class RuleScopeTest(AuthorizationTestCase):
                                lambda c: c.configure_volume(v1, {"read_only": True}))
 
 
+def rule_checking_details(user, expected):
+    """polkit JS: YES for `user` only where the details are exactly as expected.
+
+    expected maps "ACTION OPERATION" to the details that check must carry
+    ({key: value}; None: the key must be absent).  Every check is logged to
+    polkitd's log, which a failing test prints.
+    """
+    return """polkit.addRule(function(action, subject) {
+    if (subject.user != "%s")
+        return;
+    var expected = %s;
+    var keys = ["pool", "volume", "owner", "operation"];
+    var got = {};
+    for (var i = 0; i < keys.length; i++)
+        got[keys[i]] = action.lookup(keys[i]);
+    polkit.log("cistern check " + action.id + " " + JSON.stringify(got));
+    var want = expected[action.id + " " + got.operation];
+    if (!want)
+        return polkit.Result.NO;
+    for (var k in want)
+        if ((want[k] === null && got[k] !== undefined) || (want[k] !== null && got[k] !== want[k]))
+            return polkit.Result.NO;
+    return polkit.Result.YES;
+});
+""" % (user.name, json.dumps(expected))
+
+
+class DetailsTest(AuthorizationTestCase):
+    """polkit receives pool, volume, owner and operation (SPEC §5) for every method."""
+
+    def test_every_method_passes_its_details(self):
+        owner_a = str(USER_A.uid)
+        pool_only = {"volume": None, "owner": None}
+        expected = {
+            POOL_MANAGE + " CreatePool": dict(pool_only, pool="p2", operation="CreatePool"),
+            POOL_MANAGE + " RemovePool": dict(pool_only, pool="p2", operation="RemovePool"),
+            POOL_MANAGE + " Configure": dict(pool_only, pool="p1", operation="Configure"),
+            VOLUME_CREATE + " CreateVolume": {"pool": "p1", "volume": "new", "owner": owner_a,
+                                              "operation": "CreateVolume"},
+            VOLUME_MODIFY_OWN + " Resize": {"pool": "p1", "volume": "v1", "owner": owner_a,
+                                            "operation": "Resize"},
+            VOLUME_MODIFY_OWN + " Configure": {"pool": "p1", "volume": "v1", "owner": owner_a,
+                                               "operation": "Configure"},
+            VOLUME_MODIFY_OWN + " Remove": {"pool": "p1", "volume": "v2", "owner": owner_a,
+                                            "operation": "Remove"},
+            VOLUME_READ_OWN + " Info": {"pool": "p1", "volume": "v1", "owner": owner_a,
+                                        "operation": "Info"},
+            VOLUME_MODIFY + " Resize": {"pool": "p1", "volume": "bvol",
+                                        "owner": str(USER_B.uid), "operation": "Resize"},
+            VOLUME_READ + " Info": {"pool": "p1", "volume": "rootvol", "owner": "0",
+                                    "operation": "Info"},
+        }
+        self.env.set_polkit_rules(rule_checking_details(USER_A, expected))
+        pool, spare, v1, v2, bvol, rootvol = (self.pool.obj, self.spare_dir, self.v1, self.v2,
+                                             self.bvol, self.rootvol)
+        calls = [
+            ("CreatePool", lambda c: c.create_pool("p2", "dir", {"path": spare})),
+            ("RemovePool", lambda c: c.remove_pool("p2")),
+            ("Pool.Configure", lambda c: c.configure_pool(pool, {"revisions_to_keep": 3})),
+            ("CreateVolume", lambda c: c.create_volume(pool, "new", MiB, {})),
+            ("Resize own", lambda c: c.resize(v1, 2 * MiB)),
+            ("Configure own", lambda c: c.configure_volume(v1, {"read_only": True})),
+            ("Info own", lambda c: c.info(v1)),
+            ("Remove own", lambda c: c.remove_volume(v2)),
+            ("Resize of B's volume", lambda c: c.resize(bvol, 2 * MiB)),
+            ("Info of root's volume", lambda c: c.info(rootvol)),
+        ]
+        for label, fn in calls:
+            with self.subTest(label):
+                self.assert_user_succeeds(USER_A, fn)
+
+    def test_a_check_with_other_details_is_refused_by_the_same_rule(self):
+        """The rule above is strict: the same calls on other objects are refused."""
+        expected = {VOLUME_MODIFY_OWN + " Resize": {"pool": "p1", "volume": "v1",
+                                                    "owner": str(USER_A.uid),
+                                                    "operation": "Resize"}}
+        self.env.set_polkit_rules(rule_checking_details(USER_A, expected))
+        v1, v2 = self.v1, self.v2
+        self.assert_user_fails(Error.NotAuthorized, USER_A, lambda c: c.resize(v2, 2 * MiB))
+        self.assert_user_fails(Error.NotAuthorized, USER_A,
+                               lambda c: c.configure_volume(v1, {"read_only": True}))
+        self.assert_user_succeeds(USER_A, lambda c: c.resize(v1, 2 * MiB))
+
+
 class WithoutPolkitdTest(AuthorizationTestCase):
 
     def setUp(self):
         super().setUp()
-        self.grant([POOL_MANAGE, VOLUME_CREATE, VOLUME_MODIFY, VOLUME_MODIFY_OWN], USER_A)
+        self.grant([POOL_MANAGE, VOLUME_CREATE, VOLUME_MODIFY, VOLUME_MODIFY_OWN, VOLUME_READ,
+                    VOLUME_READ_OWN], USER_A)
         self.env.stop_polkitd()
         self.addCleanup(self.env.start_polkitd)
 
@@ -253,11 +343,197 @@ class WithoutPolkitdTest(AuthorizationTestCase):
         self.assertEqual(self.c.info(self.bvol)["virtual_size"], MiB)
         self.c.remove_volume(volume)
 
+    def test_root_may_call_every_method(self):
+        calls = self.mutating_calls(self.v1)
+        for method in ("Info", "Resize", "Volume.Configure", "Remove", "CreateVolume",
+                       "Pool.Configure", "CreatePool", "RemovePool"):
+            with self.subTest(method):
+                calls[method](self.c)
+        self.c.refresh_pool(self.c.get_pool("p2"))
+        self.assertEqual(self.c.prop(ROOT_PATH, MANAGER, "Pools"), [harness.pool_path("p2")])
+
     def test_non_root_is_denied(self):
         v1, pool = self.v1, self.pool.obj
         self.assert_user_fails(Error.NotAuthorized, USER_A, lambda c: c.resize(v1, 2 * MiB))
         self.assert_user_fails(Error.NotAuthorized, USER_A,
                                lambda c: c.create_volume(pool, "new", MiB, {}))
+
+    def test_non_root_is_denied_every_method_even_with_a_rule(self):
+        for target in ("v1", "rootvol"):
+            for method, fn in self.mutating_calls(getattr(self, target)).items():
+                with self.subTest(volume=target, method=method):
+                    self.assert_user_fails(Error.NotAuthorized, USER_A, fn)
+
+    def test_reads_and_refresh_still_work_for_non_root(self):
+        pool, v1 = self.pool.obj, self.v1
+        self.assert_user_succeeds(USER_A, lambda c: c.refresh_pool(pool))
+        self.assertEqual(self.assert_user_succeeds(USER_A, lambda c: c.prop(v1, VOLUME, "Size")),
+                         MiB)
+        self.assertIn(v1, self.assert_user_succeeds(USER_A, lambda c: c.managed_objects()))
+
+    def test_root_works_again_and_non_root_is_asked_again_once_polkitd_returns(self):
+        v1 = self.v1
+        self.assert_user_fails(Error.NotAuthorized, USER_A, lambda c: c.resize(v1, 2 * MiB))
+        self.env.start_polkitd()
+        self.assert_user_succeeds(USER_A, lambda c: c.resize(v1, 2 * MiB))
+        self.assertEqual(self.c.prop(v1, VOLUME, "Size"), 2 * MiB)
+
+
+class InteractiveAuthorizationTest(AuthorizationTestCase):
+    """polkit may authenticate interactively only when the call allows it (SPEC §5).
+
+    A rule answers AUTH_ADMIN for USER_A.  The caller runs its own (fake)
+    authentication agent, which polkitd asks only for interactive checks and
+    which dismisses every request; so every call is denied, and whether the
+    agent was asked shows whether cisternd passed the interactive flag.
+    """
+
+    HELPER = os.path.join(harness.HERE, "polkit_agent_client.py")
+
+    def setUp(self):
+        super().setUp()
+        self.env.set_polkit_rules(
+            "polkit.addRule(function(action, subject) {\n"
+            "    if (action.id.indexOf(\"org.cistern.\") == 0 && subject.user == \"%s\")\n"
+            "        return polkit.Result.AUTH_ADMIN;\n"
+            "});\n" % USER_A.name)
+
+    def call_with_agent(self, interactive, path, iface, method, signature, args):
+        before = self.snapshot_state()
+        try:
+            result = harness.run_as(USER_A, ["/usr/bin/python3", self.HELPER,
+                                             "yes" if interactive else "no", path, iface, method,
+                                             signature, json.dumps(args)],
+                                    stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            self.fail("%s (interactive=%s) hung" % (method, interactive))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        report = json.loads(result.stdout)
+        self.assertEqual(report["error"], Error.NotAuthorized, report)
+        self.assertEqual(self.snapshot_state(), before, "state changed after a denied call")
+        return report
+
+    def calls(self):
+        return {
+            "Resize": (self.v1, VOLUME, "Resize", "ta{sv}", [2 * MiB, {}]),
+            "CreateVolume": (self.pool.obj, POOL, "CreateVolume", "sta{sv}", ["new", MiB, {}]),
+            "CreatePool": (ROOT_PATH, MANAGER, "CreatePool", "ssa{sv}",
+                           ["p2", "dir", {"path": self.spare_dir}]),
+        }
+
+    def test_auth_admin_without_the_interactive_flag_is_denied_without_asking_the_agent(self):
+        for method, call in self.calls().items():
+            with self.subTest(method):
+                report = self.call_with_agent(False, *call)
+                self.assertEqual(report["agent_asked"], [], "polkitd asked the agent although "
+                                 "the call did not allow interactive authorization")
+
+    def test_auth_admin_with_the_interactive_flag_asks_the_callers_agent(self):
+        for method, call in self.calls().items():
+            with self.subTest(method):
+                report = self.call_with_agent(True, *call)
+                self.assertEqual(len(report["agent_asked"]), 1, report)
+
+
+class PendingAuthorizationTest(AuthorizationTestCase):
+    """A call waiting for polkit blocks nobody, and is checked again once polkit answers.
+
+    A PolkitGate holds polkitd's answer to USER_A's check until the test
+    releases it; meanwhile root (who needs no polkit) changes the state.
+    """
+
+    def start_gated(self, action, fn, result="YES"):
+        gate = self.polkit_gate()
+        self.env.set_polkit_rules(gate.rule(action, USER_A, result))
+        pid = self.env.daemon_pid()
+        call = self.start_as_user(USER_A, fn)
+        gate.wait_entered()
+        self.assertFalse(call.done(), "the call returned before polkit answered")
+        return gate, call, pid
+
+    def finish(self, gate, call, pid):
+        """Release the gate; the call's Outcome, checked to change nothing after an error."""
+        before = self.snapshot_state()
+        gate.release()
+        outcome = call.outcome()
+        if not outcome.ok:
+            self.assertEqual(self.snapshot_state(), before,
+                             "state changed after a failed call (%s)" % outcome)
+        self.assertEqual(self.env.daemon_pid(), pid, "cisternd restarted")
+        return outcome
+
+    def test_other_calls_are_served_while_a_check_is_pending(self):
+        v1 = self.v1
+        gate, call, pid = self.start_gated(VOLUME_MODIFY_OWN, lambda c: c.resize(v1, 2 * MiB))
+        self.assertEqual(self.c.prop(v1, VOLUME, "Size"), MiB)
+        other = self.c.create_volume(self.pool.obj, "meanwhile", MiB, {})
+        self.c.configure_volume(self.v2, {"read_only": True})
+        self.assertIn(other, self.c.managed_objects())
+        self.assertEqual(self.assert_user_succeeds(USER_B, lambda c: c.prop(v1, VOLUME, "Name")),
+                         "v1")
+        outcome = self.finish(gate, call, pid)
+        self.assertTrue(outcome.ok, outcome)
+        self.assertEqual(self.c.prop(v1, VOLUME, "Size"), 2 * MiB)
+
+    def test_a_late_no_from_polkit_changes_nothing(self):
+        v1 = self.v1
+        gate, call, pid = self.start_gated(VOLUME_MODIFY_OWN, lambda c: c.remove_volume(v1),
+                                           result="NO")
+        outcome = self.finish(gate, call, pid)
+        self.assertEqual(outcome.error, Error.NotAuthorized, outcome)
+
+    def test_volume_removed_while_its_resize_waits(self):
+        v1 = self.v1
+        gate, call, pid = self.start_gated(VOLUME_MODIFY_OWN, lambda c: c.resize(v1, 2 * MiB))
+        self.c.remove_volume(v1)
+        outcome = self.finish(gate, call, pid)
+        self.assertIn(outcome.error, (Error.UnknownObject, Error.NotFound), outcome)
+        self.assertNotIn(v1, self.c.managed_objects())
+
+    def test_pool_removed_while_a_volume_removal_waits(self):
+        v1 = self.v1
+        gate, call, pid = self.start_gated(VOLUME_MODIFY_OWN, lambda c: c.remove_volume(v1))
+        self.c.remove_pool("p1")
+        outcome = self.finish(gate, call, pid)
+        self.assertIn(outcome.error, (Error.UnknownObject, Error.NotFound), outcome)
+        self.c.create_pool("p1", "dir", {"path": self.pool.dir})
+        self.assertEqual(self.c.prop(v1, VOLUME, "Size"), MiB, "v1 was removed after all")
+
+    def test_volume_grown_while_a_resize_waits_makes_it_a_shrink(self):
+        v1 = self.v1
+        gate, call, pid = self.start_gated(VOLUME_MODIFY_OWN, lambda c: c.resize(v1, 2 * MiB))
+        self.c.resize(v1, 4 * MiB)
+        outcome = self.finish(gate, call, pid)
+        self.assertEqual(outcome.error, Error.WouldShrink, outcome)
+        self.assertEqual(self.c.prop(v1, VOLUME, "Size"), 4 * MiB)
+
+    def test_name_taken_while_a_create_volume_waits(self):
+        pool = self.pool.obj
+        gate, call, pid = self.start_gated(VOLUME_CREATE,
+                                           lambda c: c.create_volume(pool, "new", 2 * MiB, {}))
+        volume = self.c.create_volume(pool, "new", MiB, {})
+        outcome = self.finish(gate, call, pid)
+        self.assertEqual(outcome.error, Error.AlreadyExists, outcome)
+        self.assertEqual((self.c.prop(volume, VOLUME, "Owner"),
+                          self.c.prop(volume, VOLUME, "Size")), (0, MiB))
+
+    def test_name_taken_while_a_create_pool_waits(self):
+        spare = self.spare_dir
+        gate, call, pid = self.start_gated(POOL_MANAGE,
+                                           lambda c: c.create_pool("p2", "dir", {"path": spare}))
+        self.c.create_pool("p2", "dir", {"path": self.pool_dir("other")})
+        outcome = self.finish(gate, call, pid)
+        self.assertEqual(outcome.error, Error.AlreadyExists, outcome)
+        self.assertEqual(self.c.props(self.c.get_pool("p2"), POOL)["Config"]["path"],
+                         self.pool_dir("other"))
+
+    def test_pool_removed_while_its_configure_waits(self):
+        pool = self.pool.obj
+        gate, call, pid = self.start_gated(
+            POOL_MANAGE, lambda c: c.configure_pool(pool, {"revisions_to_keep": 3}))
+        self.c.remove_pool("p1")
+        outcome = self.finish(gate, call, pid)
+        self.assertIn(outcome.error, (Error.UnknownObject, Error.NotFound), outcome)
 
 
 class OpenAccessTest(AuthorizationTestCase):

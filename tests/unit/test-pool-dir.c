@@ -15,7 +15,6 @@
 #include <setjmp.h>
 #include <stdio.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <cmocka.h>
 
 #include "errors.h"
