@@ -21,6 +21,13 @@ void bus_emit_changed_va(sd_bus *bus, const char *path, const char *interface, c
         (void) sd_bus_emit_properties_changed_strv(bus, path, interface, names);
 }
 
+int bus_reply_errno(sd_bus_message *msg, int r, const char *what) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+
+        (void) bus_error_from_errno(&error, r, what);
+        return sd_bus_reply_method_error(msg, &error);
+}
+
 int validate_volume_size(Manager *m, uint64_t size, sd_bus_error *error) {
         if (size == 0 || size % 512 != 0)
                 return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT,

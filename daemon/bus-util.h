@@ -13,6 +13,9 @@ int bus_property_get_bool(sd_bus *bus, const char *path, const char *interface, 
 /* Emits PropertiesChanged for the NULL-terminated property names in ap. */
 void bus_emit_changed_va(sd_bus *bus, const char *path, const char *interface, const char *first, va_list ap);
 
+/* Replies to msg with the error for a failure r of what (see bus_error_from_errno()). */
+int bus_reply_errno(sd_bus_message *msg, int r, const char *what);
+
 /* Validation shared by the Pool and Volume methods; each sets a named error. */
 int validate_volume_size(Manager *m, uint64_t size, sd_bus_error *error);
 int validate_life_cycle(bool save_on_stop, bool snap_on_start, bool has_source, sd_bus_error *error);

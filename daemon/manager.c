@@ -21,6 +21,7 @@ static const Limits default_limits = {
         .max_volumes_per_pool = 65536,
         .max_volume_size = UINT64_C(1) << 56,  /* 64 PiB */
         .max_revisions_to_keep = 1024,
+        .max_workers = 64,
 };
 
 static int open_state_dirs(Manager *m) {
@@ -62,6 +63,8 @@ Manager *manager_free(Manager *m) {
 
         if (!m)
                 return NULL;
+        /* Running work finishes first: its done callbacks still use the pools and the bus. */
+        workers_free(m->workers);
         NAMEMAP_FOREACH(p, &m->pools)
                 pool_free(p);
         namemap_clear(&m->pools);
@@ -113,7 +116,7 @@ static int load_pools(Manager *m) {
 }
 
 static bool manager_is_busy(Manager *m) {
-        return polkit_busy(m->polkit);
+        return polkit_busy(m->polkit) || workers_running(m->workers) > 0;
 }
 
 static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -168,6 +171,9 @@ static int setup_event(Manager *m) {
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
         (void) sigprocmask(SIG_BLOCK, &mask, NULL);
+        r = workers_new(m->event, m->limits.max_workers, &m->workers);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the worker threads: %m");
         r = sd_event_add_signal(m->event, NULL, SIGTERM, NULL, NULL);
         if (r < 0)
                 return log_error_errno(r, "Failed to watch SIGTERM: %m");

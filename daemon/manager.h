@@ -6,6 +6,7 @@
 
 #include "namemap.h"
 #include "polkit.h"
+#include "worker.h"
 #include "util.h"
 
 #define CISTERN_BUS_NAME   "org.cistern.Cistern1"
@@ -25,6 +26,7 @@ typedef struct Limits {
         unsigned max_volumes_per_pool;
         uint64_t max_volume_size;
         uint32_t max_revisions_to_keep;
+        unsigned max_workers;           /* file operations running at once */
 } Limits;
 
 typedef struct ManagerOptions {
@@ -37,6 +39,7 @@ typedef struct Manager {
         sd_event *event;
         sd_bus *bus;
         Polkit *polkit;
+        Workers *workers;
 
         char *state_dir;
         char *runtime_dir;

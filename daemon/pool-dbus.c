@@ -157,11 +157,67 @@ static int validate_create(Pool *p, sd_bus_message *msg, const char *name, uint6
         else if (caller != 0 && o->owner != caller)
                 return sd_bus_error_set(error, ERR_NOT_AUTHORIZED, "Only root may create volumes owned by another user.");
 
-        if (pool_get_volume(p, name))
+        if (pool_get_volume(p, name) || namemap_get(&p->creating, name))
                 return sd_bus_error_setf(error, ERR_ALREADY_EXISTS, "Volume %s/%s already exists.", p->name, name);
-        if (p->volumes.n >= m->limits.max_volumes_per_pool)
+        if (p->volumes.n + p->creating.n >= m->limits.max_volumes_per_pool)
                 return sd_bus_error_setf(error, ERR_LIMITS_EXCEEDED, "Pool %s already holds the most volumes a pool may, %u.",
                                          p->name, m->limits.max_volumes_per_pool);
+        return 0;
+}
+
+static int create_work(void *userdata) {
+        VolumeWork *w = userdata;
+
+        return volume_create(w->volume, w->size, w->preallocate);
+}
+
+static void create_done(int r, void *userdata) {
+        VolumeWork *w = userdata;
+        Volume *v = w->volume;
+        Pool *p = v->pool;
+
+        namemap_remove(&p->creating, v->name);
+        if (r >= 0)
+                r = namemap_put(&p->volumes, v->name, v);
+        if (r == -EFBIG)
+                (void) sd_bus_reply_method_errorf(w->msg, ERR_INVALID_ARGUMENT,
+                                                  "Size %" PRIu64 " is larger than the pool's filesystem allows.", w->size);
+        else if (r < 0)
+                (void) bus_reply_errno(w->msg, r, "Failed to create the volume");
+        if (r < 0) {
+                w->volume = NULL;
+                volume_free(v);
+                volume_work_free(w);
+                return;
+        }
+
+        log_info("Created volume %s/%s of %" PRIu64 " bytes for uid %u.", p->name, v->name, w->size, v->settings.owner);
+        pool_refresh(p);
+        (void) sd_bus_emit_object_added(p->manager->bus, v->object_path);
+        pool_emit_changed(p, "Volumes", "Usage", "Available", NULL);
+        (void) sd_bus_reply_method_return(w->msg, "o", v->object_path);
+        volume_work_free(w);
+}
+
+static int volume_new_from_options(Pool *p, const char *name, const CreateOptions *o, const Volume *source, Volume **ret) {
+        _cleanup_(volume_freep) Volume *v = NULL;
+        int r;
+
+        r = volume_new(p, name, &v);
+        if (r < 0)
+                return r;
+        v->settings = (VolumeSettings) {
+                .owner = o->owner,
+                .read_only = o->read_only,
+                .save_on_stop = o->save_on_stop,
+                .snap_on_start = o->snap_on_start,
+                .revisions_to_keep = o->revisions_to_keep,
+                .created = now_usec(CLOCK_REALTIME),
+        };
+        strcpy(v->settings.format, o->format);
+        if (source && !(v->settings.source = strdup(source->name)))
+                return -ENOMEM;
+        *ret = TAKE_PTR(v);
         return 0;
 }
 
@@ -169,7 +225,7 @@ static int method_create_volume(sd_bus_message *msg, void *userdata, sd_bus_erro
         _cleanup_(volume_freep) Volume *v = NULL;
         Pool *p = userdata;
         CreateOptions o = { .format = "raw", .save_on_stop = true, .revisions_to_keep = p->revisions_to_keep };
-        Volume *source = NULL, *added;
+        Volume *source = NULL;
         const char *name;
         uint64_t size;
         uint32_t seen;
@@ -189,36 +245,20 @@ static int method_create_volume(sd_bus_message *msg, void *userdata, sd_bus_erro
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        r = volume_new(p, name, &v);
+        r = volume_new_from_options(p, name, &o, source, &v);
         if (r < 0)
                 return r;
-        v->settings = (VolumeSettings) {
-                .owner = o.owner,
-                .read_only = o.read_only,
-                .save_on_stop = o.save_on_stop,
-                .snap_on_start = o.snap_on_start,
-                .revisions_to_keep = o.revisions_to_keep,
-                .created = now_usec(CLOCK_REALTIME),
-        };
-        strcpy(v->settings.format, o.format);
-        if (source && !(v->settings.source = strdup(source->name)))
-                return -ENOMEM;
-
-        r = volume_create(v, size, o.preallocate);
-        if (r == -EFBIG)
-                return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "Size %" PRIu64 " is larger than the pool's filesystem allows.", size);
-        if (r < 0)
-                return bus_error_from_errno(error, r, "Failed to create the volume");
-        r = namemap_put(&p->volumes, v->name, v);
+        /* The name is taken from now on; the volume appears when its files are complete. */
+        r = namemap_put(&p->creating, v->name, v);
         if (r < 0)
                 return r;
-        added = TAKE_PTR(v);
-        log_info("Created volume %s/%s of %" PRIu64 " bytes for uid %u.", p->name, name, size, added->settings.owner);
-
-        pool_refresh(p);
-        (void) sd_bus_emit_object_added(p->manager->bus, added->object_path);
-        pool_emit_changed(p, "Volumes", "Usage", "Available", NULL);
-        return sd_bus_reply_method_return(msg, "o", added->object_path);
+        r = volume_work_start(v, msg, size, o.preallocate, create_work, create_done, error);
+        if (r < 0) {
+                namemap_remove(&p->creating, v->name);
+                return r;
+        }
+        TAKE_PTR(v);
+        return 1;
 }
 
 typedef struct PoolSettings {

@@ -42,6 +42,7 @@ Pool *pool_free(Pool *p) {
         NAMEMAP_FOREACH(v, &p->volumes)
                 volume_free(v);
         namemap_clear(&p->volumes);
+        namemap_clear(&p->creating);
         safe_close(p->volumes_fd);
         if (p->driver_data)
                 p->driver->close(p);
@@ -60,7 +61,7 @@ void pool_refresh(Pool *p) {
 }
 
 bool pool_is_busy(Pool *p, const char **ret_reason) {
-        const char *reason = NULL;
+        const char *reason = p->creating.n > 0 ? "is being created" : NULL;
         Volume *v;
 
         NAMEMAP_FOREACH(v, &p->volumes)

@@ -25,6 +25,7 @@ struct Pool {
         bool copy_on_write;
 
         NameMap volumes;
+        NameMap creating;       /* volumes being created: their names are taken, they are not shown yet */
 };
 
 int pool_new(Manager *m, const char *name, const PoolDriver *driver, Pool **ret);

@@ -110,6 +110,33 @@ static Volume *find_user(Volume *v) {
 
 static const OptionSpec no_options[] = { {} };
 
+static int remove_work(void *userdata) {
+        VolumeWork *w = userdata;
+
+        return volume_remove(w->volume);
+}
+
+static void remove_done(int r, void *userdata) {
+        VolumeWork *w = userdata;
+        Volume *v = w->volume;
+        Pool *p = v->pool;
+
+        if (r < 0) {
+                (void) bus_reply_errno(w->msg, r, "Failed to remove the volume");
+                volume_work_free(w);
+                return;
+        }
+        log_info("Removed volume %s/%s.", p->name, v->name);
+        (void) sd_bus_emit_object_removed(p->manager->bus, v->object_path);
+        namemap_remove(&p->volumes, v->name);
+        pool_refresh(p);
+        pool_emit_changed(p, "Volumes", "Usage", "Available", NULL);
+        (void) sd_bus_reply_method_return(w->msg, NULL);
+        w->volume = NULL;
+        volume_work_free(w);
+        volume_free(v);
+}
+
 static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Volume *v = userdata;
         Pool *p = v->pool;
@@ -130,16 +157,35 @@ static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        r = volume_remove(v);
-        if (r < 0)
-                return bus_error_from_errno(error, r, "Failed to remove the volume");
-        log_info("Removed volume %s/%s.", p->name, v->name);
-        (void) sd_bus_emit_object_removed(p->manager->bus, v->object_path);
-        namemap_remove(&p->volumes, v->name);
-        volume_free(v);
-        pool_refresh(p);
-        pool_emit_changed(p, "Volumes", "Usage", "Available", NULL);
-        return sd_bus_reply_method_return(msg, NULL);
+        r = volume_work_start(v, msg, 0, false, remove_work, remove_done, error);
+        return r < 0 ? r : 1;
+}
+
+static int resize_work(void *userdata) {
+        VolumeWork *w = userdata;
+
+        return volume_resize(w->volume, w->size);
+}
+
+static void resize_done(int r, void *userdata) {
+        VolumeWork *w = userdata;
+        Volume *v = w->volume;
+
+        if (r == -EFBIG)
+                (void) sd_bus_reply_method_errorf(w->msg, ERR_INVALID_ARGUMENT,
+                                                  "Size %" PRIu64 " is larger than the pool's filesystem allows.", w->size);
+        else if (r < 0)
+                (void) bus_reply_errno(w->msg, r, "Failed to resize the volume");
+        if (r >= 0) {
+                log_info("Resized volume %s/%s to %" PRIu64 " bytes.", v->pool->name, v->name, w->size);
+                (void) sd_bus_reply_method_return(w->msg, NULL);
+        }
+        /* Read back what the image says in every case: a failed resize may have done part of it. */
+        if (volume_stat(v) >= 0)
+                volume_emit_changed(v, "Size", "Usage", NULL);
+        pool_refresh(v->pool);
+        pool_emit_changed(v->pool, "Usage", "Available", NULL);
+        volume_work_free(w);
 }
 
 typedef struct ResizeOptions {
@@ -166,6 +212,8 @@ static int method_resize(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         r = validate_volume_size(v->pool->manager, size, error);
         if (r < 0)
                 return r;
+        if (v->operation)
+                return sd_bus_error_setf(error, ERR_BUSY, "Volume %s/%s is busy with %s.", v->pool->name, v->name, v->operation);
         if (size < v->size && !o.allow_shrink)
                 return sd_bus_error_setf(error, ERR_WOULD_SHRINK,
                                          "Size %" PRIu64 " is smaller than the volume's %" PRIu64 " bytes; "
@@ -175,19 +223,10 @@ static int method_resize(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        if (size != v->size) {
-                r = volume_resize(v, size);
-                if (r == -EFBIG)
-                        return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT,
-                                                 "Size %" PRIu64 " is larger than the pool's filesystem allows.", size);
-                if (r < 0)
-                        return bus_error_from_errno(error, r, "Failed to resize the volume");
-                log_info("Resized volume %s/%s to %" PRIu64 " bytes.", v->pool->name, v->name, size);
-                volume_emit_changed(v, "Size", "Usage", NULL);
-                pool_refresh(v->pool);
-                pool_emit_changed(v->pool, "Usage", "Available", NULL);
-        }
-        return sd_bus_reply_method_return(msg, NULL);
+        if (size == v->size)
+                return sd_bus_reply_method_return(msg, NULL);
+        r = volume_work_start(v, msg, size, false, resize_work, resize_done, error);
+        return r < 0 ? r : 1;
 }
 
 typedef struct VolumeConfig {
@@ -233,6 +272,9 @@ static int resolve_source(Volume *v, const char *path, const char **ret_name, sd
 
 static int validate_configure(Volume *v, VolumeConfig *c, uint32_t seen, const char **ret_source, sd_bus_error *error) {
         int r;
+
+        if (v->operation)
+                return sd_bus_error_setf(error, ERR_BUSY, "Volume %s/%s is busy with %s.", v->pool->name, v->name, v->operation);
 
         r = validate_revisions_to_keep(v->pool->manager, c->revisions_to_keep, error);
         if (r < 0)

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 
+#include "errors.h"
 #include "log.h"
 #include "store.h"
 #include "volume.h"
@@ -232,20 +233,53 @@ int volume_remove(Volume *v) {
 
 int volume_resize(Volume *v, uint64_t size) {
         _cleanup_close_ int vdir_fd = volume_open_dir(v);
-        int r;
 
         if (vdir_fd < 0)
                 return vdir_fd;
-        r = v->pool->driver->volume_resize(v, vdir_fd, size);
-        if (r < 0)
+        return v->pool->driver->volume_resize(v, vdir_fd, size);
+}
+
+int volume_work_start(Volume *v, sd_bus_message *msg, uint64_t size, bool preallocate,
+                      WorkFunc work, WorkDone done, sd_bus_error *error) {
+        VolumeWork *w;
+        int r;
+
+        w = calloc(1, sizeof *w);
+        if (!w)
+                return -ENOMEM;
+        *w = (VolumeWork) {
+                .msg = sd_bus_message_ref(msg),
+                .volume = v,
+                .size = size,
+                .preallocate = preallocate,
+        };
+        r = workers_run(v->pool->manager->workers, work, done, w);
+        if (r < 0) {
+                volume_work_free(w);
+                if (r == -EMFILE)
+                        return sd_bus_error_set(error, ERR_LIMITS_EXCEEDED, "Too many operations are running; try again later.");
                 return r;
-        return volume_stat_at(v, vdir_fd);
+        }
+        v->operation = sd_bus_message_get_member(w->msg);
+        return 0;
+}
+
+VolumeWork *volume_work_free(VolumeWork *w) {
+        if (!w)
+                return NULL;
+        if (w->volume)
+                w->volume->operation = NULL;
+        sd_bus_message_unref(w->msg);
+        free(w);
+        return NULL;
 }
 
 bool volume_is_busy(Volume *v, const char **ret_reason) {
         const char *reason = NULL;
 
-        if (v->state == VOLUME_STARTED)
+        if (v->operation)
+                reason = "a change to it is in progress";
+        else if (v->state == VOLUME_STARTED)
                 reason = "it is started";
         if (ret_reason)
                 *ret_reason = reason;

@@ -28,6 +28,7 @@ struct Volume {
         char *object_path;
         VolumeSettings settings;
         VolumeState state;
+        const char *operation;  /* the method whose file work is running on it, or NULL */
         uint64_t next_revision; /* revision ids come from this counter */
 
         /* Read from the image itself by volume_stat(). */
@@ -46,11 +47,26 @@ int volume_load(Pool *p, const char *name, Volume **ret);
 int volume_save(Volume *v);
 int volume_create(Volume *v, uint64_t size, bool preallocate);
 int volume_remove(Volume *v);
+/* Changes the image's size; volume_stat() reads it back. */
 int volume_resize(Volume *v, uint64_t size);
 int volume_stat(Volume *v);
 
 bool volume_is_busy(Volume *v, const char **ret_reason);
 const char *volume_state_to_string(VolumeState s);
+
+/* File work on a volume that runs on a worker thread while its method call waits. */
+typedef struct VolumeWork {
+        sd_bus_message *msg;    /* answered when the work is done */
+        Volume *volume;
+        uint64_t size;
+        bool preallocate;
+} VolumeWork;
+
+/* Runs work on a worker thread for the call msg; done gets the VolumeWork, replies and frees it
+ * with volume_work_free(). While it runs, v->operation names the method. */
+int volume_work_start(Volume *v, sd_bus_message *msg, uint64_t size, bool preallocate,
+                      WorkFunc work, WorkDone done, sd_bus_error *error);
+VolumeWork *volume_work_free(VolumeWork *w);
 
 /* Bus glue (volume-dbus.c). */
 extern const sd_bus_vtable volume_vtable[];

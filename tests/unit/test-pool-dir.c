@@ -689,10 +689,12 @@ static void resize_grows_and_shrinks_the_image_keeping_data(void **state) {
         close(fd);
 
         assert_int_equal(volume_resize(v, 64 * MiB), 0);
+        assert_int_equal(volume_stat(v), 0);
         assert_int_equal(v->size, 64 * MiB);
         assert_int_equal(stat_of(f, "pool/volumes/v/image").st_size, 64 * MiB);
 
         assert_int_equal(volume_resize(v, 512 * 1024), 0);
+        assert_int_equal(volume_stat(v), 0);
         assert_int_equal(v->size, 512 * 1024);
         assert_int_equal(stat_of(f, "pool/volumes/v/image").st_size, 512 * 1024);
 
