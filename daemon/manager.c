@@ -115,30 +115,44 @@ static int load_pools(Manager *m) {
         return 0;
 }
 
-static bool manager_is_busy(Manager *m) {
-        return polkit_busy(m->polkit) || workers_running(m->workers) > 0;
+/* Arms the one-shot idle timer for a full timeout from now. */
+static void idle_timer_restart(Manager *m) {
+        if (!m->idle_source)
+                return;
+        (void) sd_event_source_set_time_relative(m->idle_source, m->idle_timeout);
+        (void) sd_event_source_set_enabled(m->idle_source, SD_EVENT_ONESHOT);
+}
+
+/* What keeps the daemon from exiting, or NULL when nothing does. */
+static const char *manager_busy_reason(Manager *m) {
+        uint64_t queued;
+
+        if (sd_bus_get_n_queued_read(m->bus, &queued) < 0 || queued > 0)
+                return "calls are queued";
+        if (polkit_busy(m->polkit))
+                return "authorization checks are pending";
+        if (workers_running(m->workers) > 0)
+                return "file operations are running";
+        return NULL;
 }
 
 static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
-        uint64_t queued;
-        int r;
+        const char *reason = manager_busy_reason(m);
 
-        r = sd_bus_get_n_queued_read(m->bus, &queued);
-        if (r >= 0 && queued == 0 && !manager_is_busy(m)) {
+        if (!reason) {
                 log_debug("Idle for %llu s, exiting.", (unsigned long long) (m->idle_timeout / USEC_PER_SEC));
                 (void) sd_bus_release_name(m->bus, CISTERN_BUS_NAME);
                 return sd_event_exit(sd_event_source_get_event(s), 0);
         }
-        return sd_event_source_set_time_relative(s, m->idle_timeout);
+        log_debug("Not exiting while idle: %s.", reason);
+        idle_timer_restart(m);
+        return 0;
 }
 
 /* Every incoming message postpones the idle exit by a full timeout. */
 static int on_bus_message(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        Manager *m = userdata;
-
-        if (m->idle_source)
-                (void) sd_event_source_set_time_relative(m->idle_source, m->idle_timeout);
+        idle_timer_restart(userdata);
         return 0;
 }
 
