@@ -83,16 +83,11 @@ Manager *manager_free(Manager *m) {
 static int load_pools(Manager *m) {
         _cleanup_(closedirp) DIR *d = NULL;
         struct dirent *de;
-        int fd;
+        int r;
 
-        fd = fcntl(m->registry_fd, F_DUPFD_CLOEXEC, 3);
-        if (fd < 0)
-                return -errno;
-        d = fdopendir(fd);
-        if (!d) {
-                safe_close(fd);
-                return -errno;
-        }
+        r = opendir_beneath(m->registry_fd, ".", &d);
+        if (r < 0)
+                return r;
         while ((de = readdir(d))) {
                 _cleanup_free_ char *name = NULL;
                 char *dot = strrchr(de->d_name, '.');

@@ -188,16 +188,9 @@ static bool dir_probe_reflink(int dir_fd) {
 static bool dir_is_empty(int fd) {
         _cleanup_(closedirp) DIR *d = NULL;
         struct dirent *de;
-        int copy;
 
-        copy = open_beneath(fd, ".", O_RDONLY | O_DIRECTORY, 0);
-        if (copy < 0)
+        if (opendir_beneath(fd, ".", &d) < 0)
                 return false;
-        d = fdopendir(copy);
-        if (!d) {
-                safe_close(copy);
-                return false;
-        }
         while ((de = readdir(d)))
                 if (!streq(de->d_name, ".") && !streq(de->d_name, ".."))
                         return false;

@@ -132,20 +132,15 @@ static void pool_load_settings(Pool *p) {
 static int pool_load_volumes(Pool *p) {
         _cleanup_(closedirp) DIR *d = NULL;
         struct dirent *de;
-        int fd, r;
+        int r;
 
         r = store_remove_staging(p->volumes_fd);
         if (r > 0)
                 log_info("Removed %d unfinished staging entries of pool %s.", r, p->name);
 
-        fd = fcntl(p->volumes_fd, F_DUPFD_CLOEXEC, 3);
-        if (fd < 0)
-                return -errno;
-        d = fdopendir(fd);
-        if (!d) {
-                safe_close(fd);
-                return -errno;
-        }
+        r = opendir_beneath(p->volumes_fd, ".", &d);
+        if (r < 0)
+                return r;
         while ((de = readdir(d))) {
                 Volume *v;
 

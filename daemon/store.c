@@ -493,23 +493,31 @@ int remove_tree_beneath(int dirfd, const char *name) {
         return remove_entry(parent, base, 0);
 }
 
-int store_remove_staging(int dirfd) {
-        _cleanup_(closedirp) DIR *d = NULL;
-        int fd, r, ret = 0, n = 0;
+int opendir_beneath(int dirfd, const char *path, DIR **ret) {
+        DIR *d;
+        int fd;
 
-        /* A fresh open rather than a dup: the caller's fd keeps its own directory offset, and
-         * may even be O_PATH. */
-        fd = open_beneath(dirfd, ".", O_RDONLY | O_DIRECTORY, 0);
+        fd = open_beneath(dirfd, path, O_RDONLY | O_DIRECTORY, 0);
         if (fd < 0)
                 return fd;
-
         d = fdopendir(fd);
         if (!d) {
-                r = -errno;
+                int r = -errno;
+
                 safe_close(fd);
                 return r;
         }
-        /* fd stays valid and owned by d until closedir(). */
+        *ret = d;   /* owns fd from now on */
+        return 0;
+}
+
+int store_remove_staging(int dirfd) {
+        _cleanup_(closedirp) DIR *d = NULL;
+        int r, ret = 0, n = 0;
+
+        r = opendir_beneath(dirfd, ".", &d);
+        if (r < 0)
+                return r;
 
         for (;;) {
                 struct dirent *de;
@@ -525,7 +533,7 @@ int store_remove_staging(int dirfd) {
                 if (strncmp(de->d_name, STORE_STAGING_PREFIX, strlen(STORE_STAGING_PREFIX)) != 0)
                         continue;
 
-                r = remove_entry(fd, de->d_name, 0);
+                r = remove_entry(dirfd(d), de->d_name, 0);
                 if (r >= 0)
                         n++;
                 else if (r != -ENOENT && ret == 0)

@@ -26,6 +26,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
  * (-ENOSYS, also under valgrind < 3.20). */
 int open_beneath(int dirfd, const char *path, int flags, mode_t mode);
 
+/* Opens path beneath dirfd as a directory stream of its own (with its own offset: dirfd may be
+ * iterated elsewhere, or be O_PATH). */
+int opendir_beneath(int dirfd, const char *path, DIR **ret);
+
 /* Opens (creating with mode when missing) the directory name beneath dirfd. Returns fd or -errno;
  * -ENOTDIR when name is something else, -ELOOP when it is a symlink. */
 int open_or_create_dir_beneath(int dirfd, const char *name, mode_t mode);
