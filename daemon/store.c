@@ -533,7 +533,7 @@ int store_remove_staging(int dirfd) {
                 if (strncmp(de->d_name, STORE_STAGING_PREFIX, strlen(STORE_STAGING_PREFIX)) != 0)
                         continue;
 
-                r = remove_entry(dirfd(d), de->d_name, 0);
+                r = remove_entry(dirfd, de->d_name, 0);
                 if (r >= 0)
                         n++;
                 else if (r != -ENOENT && ret == 0)
