@@ -103,7 +103,7 @@ static const OptionSpec create_spec[] = {
         {}
 };
 
-static int validate_source(Pool *p, const char *path, Volume **ret, sd_bus_error *error) {
+int pool_volume_by_path(Pool *p, const char *path, Volume **ret, sd_bus_error *error) {
         _cleanup_free_ char *pool = NULL, *name = NULL;
         Volume *v;
         int r;
@@ -141,7 +141,7 @@ static int validate_create(Pool *p, sd_bus_message *msg, const char *name, uint6
         if (r < 0)
                 return r;
         if (o->source) {
-                r = validate_source(p, o->source, ret_source, error);
+                r = pool_volume_by_path(p, o->source, ret_source, error);
                 if (r < 0)
                         return r;
         }
@@ -154,6 +154,8 @@ static int validate_create(Pool *p, sd_bus_message *msg, const char *name, uint6
                 return sd_bus_error_set(error, ERR_NOT_AUTHORIZED, "Could not identify the caller.");
         if (!option_seen(seen, create_spec, "owner"))
                 o->owner = caller;
+        else if (o->owner == UINT32_MAX)
+                return sd_bus_error_set(error, ERR_INVALID_ARGUMENT, "Owner 4294967295 is not a valid uid.");
         else if (caller != 0 && o->owner != caller)
                 return sd_bus_error_set(error, ERR_NOT_AUTHORIZED, "Only root may create volumes owned by another user.");
 

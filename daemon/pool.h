@@ -49,6 +49,8 @@ static inline Volume *pool_get_volume(Pool *p, const char *name) {
 }
 
 /* Bus glue (pool-dbus.c). */
+/* The volume of p with object path path (a source, say); a named error otherwise. */
+int pool_volume_by_path(Pool *p, const char *path, Volume **ret, sd_bus_error *error);
 extern const sd_bus_vtable pool_vtable[];
 int pool_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found, sd_bus_error *error);
 void pool_emit_changed(Pool *p, const char *property, ...) __attribute__((sentinel));

@@ -248,7 +248,6 @@ static const OptionSpec configure_spec[] = {
 
 /* Resolves the source option: "/" clears it, anything else must be another volume of the pool. */
 static int resolve_source(Volume *v, const char *path, const char **ret_name, sd_bus_error *error) {
-        _cleanup_free_ char *pool = NULL, *name = NULL;
         Volume *source;
         int r;
 
@@ -256,14 +255,9 @@ static int resolve_source(Volume *v, const char *path, const char **ret_name, sd
                 *ret_name = NULL;
                 return 0;
         }
-        r = sd_bus_path_decode_many(path, CISTERN_POOL_PREFIX "/%/%", &pool, &name);
+        r = pool_volume_by_path(v->pool, path, &source, error);
         if (r < 0)
                 return r;
-        if (r == 0 || !streq(pool, v->pool->name))
-                return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "Source %s is not a volume of pool %s.", path, v->pool->name);
-        source = pool_get_volume(v->pool, name);
-        if (!source)
-                return sd_bus_error_setf(error, ERR_NOT_FOUND, "Source volume %s/%s does not exist.", v->pool->name, name);
         if (source == v)
                 return sd_bus_error_set(error, ERR_INVALID_ARGUMENT, "A volume cannot be its own source.");
         *ret_name = source->name;
