@@ -116,6 +116,8 @@ int pool_volume_by_path(Pool *p, const char *path, Volume **ret, sd_bus_error *e
         v = pool_get_volume(p, name);
         if (!v)
                 return sd_bus_error_setf(error, ERR_NOT_FOUND, "Source volume %s/%s does not exist.", p->name, name);
+        if (v->operation)   /* it may be on its way out */
+                return sd_bus_error_setf(error, ERR_BUSY, "Volume %s/%s is busy with %s.", p->name, name, v->operation);
         *ret = v;
         return 0;
 }

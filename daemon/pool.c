@@ -64,9 +64,14 @@ bool pool_is_busy(Pool *p, const char **ret_reason) {
         const char *reason = p->creating.n > 0 ? "is being created" : NULL;
         Volume *v;
 
-        NAMEMAP_FOREACH(v, &p->volumes)
-                if (volume_is_busy(v, &reason))
+        NAMEMAP_FOREACH(v, &p->volumes) {
+                const char *volume_reason;
+
+                if (reason)
                         break;
+                if (volume_is_busy(v, &volume_reason))
+                        reason = volume_reason;
+        }
         if (ret_reason)
                 *ret_reason = reason;
         return reason;

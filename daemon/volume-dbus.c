@@ -98,12 +98,15 @@ static int authorize_volume(Volume *v, sd_bus_message *msg, const char *action, 
         return authorize_own(v->pool->manager, msg, action, v->pool->name, v->name, v->settings.owner, error);
 }
 
-/* A volume that snaps its working copy from v at start. */
+/* A volume, existing or being created, that snaps its working copy from v at start. */
 static Volume *find_user(Volume *v) {
         Volume *other;
 
         NAMEMAP_FOREACH(other, &v->pool->volumes)
                 if (other != v && streq_ptr(other->settings.source, v->name))
+                        return other;
+        NAMEMAP_FOREACH(other, &v->pool->creating)
+                if (streq_ptr(other->settings.source, v->name))
                         return other;
         return NULL;
 }

@@ -395,6 +395,16 @@ class UserCall:
         return payload
 
 
+    def kill(self):
+        """SIGKILL the child (its bus connection goes with it) and reap it."""
+        if self._pipe is None:
+            return
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        self._pipe.close()
+        self._pipe = None
+
+
 def as_user_async(user, fn):
     """Start fn(Cistern) in a child as `user`; returns a UserCall to collect its Outcome."""
     return UserCall(user, fn)
@@ -1178,11 +1188,24 @@ class HarnessTestCase(unittest.TestCase):
             raise unittest.SkipTest("cisternd is not built at %s" % CISTERND)
         cls.env = environment()
 
+    # What AddressSanitizer and UndefinedBehaviorSanitizer print, when cisternd is built
+    # with them (e.g. CISTERN_BUILD_DIR=build-asan), however the test itself fared.
+    SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:")
+
     def setUp(self):
         self.env.reset()
         self.log_marks = self.env.log_marks()
         self.c = self.env.client
+        self.addCleanup(self._check_sanitizer_reports)   # runs after the daemon stopped
         self.addCleanup(self.env.stop_daemon)
+
+    def _check_sanitizer_reports(self):
+        text = file_tail(self.env.logs["cisternd"], self.log_marks.get("cisternd", 0))
+        for marker in self.SANITIZER_MARKERS:
+            at = text.find(marker)
+            if at >= 0:
+                self.fail("cisternd reported a sanitizer error:\n"
+                          + text[max(0, at - 200):at + 3000])
 
     def recorder(self):
         rec = SignalRecorder(self.env.bus)

@@ -7,7 +7,8 @@ import subprocess
 import unittest
 
 import harness
-from harness import MANAGER, POOL, ROOT_PATH, VOLUME, USER_A, MiB, GiB, KiB
+from harness import (INVALID_NAMES, MANAGER, POOL, ROOT_PATH, VOLUME, USER_A, USER_B, MiB, GiB,
+                     KiB, rule_allowing)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -40,6 +41,21 @@ class CisternctlTestCase(harness.CisternTestCase):
         self.assertIn(result.returncode, expect,
                          "cisternctl %s exited %d\nstdout: %s\nstderr: %s"
                          % (" ".join(args), result.returncode, result.stdout, result.stderr))
+        return result
+
+    def assert_ctl_fails(self, *args, expect=(EXIT_FAILURE,), user=None, ask_password=False):
+        """cisternctl fails with an exit code in expect and changes nothing."""
+        before = self.snapshot_state()
+        if ask_password:   # without --no-ask-password (stdin is no terminal: no agent)
+            expect = (expect,) if isinstance(expect, int) else expect
+            result = harness.run_as(user, [harness.CISTERNCTL] + list(args),
+                                    stdin=subprocess.DEVNULL)
+            self.assertIn(result.returncode, expect, "cisternctl %s exited %d: %s"
+                          % (" ".join(args), result.returncode, result.stderr))
+        else:
+            result = self.ctl(*args, expect=expect, user=user)
+        self.assertEqual(before, self.snapshot_state(),
+                         "state changed after cisternctl %s failed" % " ".join(args))
         return result
 
     def ctl_json(self, *args):
@@ -237,7 +253,80 @@ class VolumeCommandsTest(CisternctlTestCase):
         self.assertIn(10 * MiB, values)
 
 
+class BadInputTest(CisternctlTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.pool_create("p1")
+        self.ctl("create", "p1/v1", "1M")
+
+    def test_invalid_pool_names_fail_and_change_nothing(self):
+        path = self.pool_dir("spare")
+        for label, name in INVALID_NAMES.items():
+            with self.subTest(label):
+                self.assert_ctl_fails("pool-create", name, "dir", "path=" + path,
+                                      expect=(EXIT_FAILURE, EXIT_USAGE))
+
+    def test_invalid_volume_names_fail_and_change_nothing(self):
+        for label, name in INVALID_NAMES.items():
+            with self.subTest(label):
+                self.assert_ctl_fails("create", "p1/" + name, "1M",
+                                      expect=(EXIT_FAILURE, EXIT_USAGE))
+
+    def test_bad_sizes_fail_and_change_nothing(self):
+        for size in ("0", "511", "1000", str(harness.HUGE_SIZE)):
+            with self.subTest(size=size):
+                self.assert_ctl_fails("create", "p1/v2", size, expect=(EXIT_FAILURE, EXIT_USAGE))
+                self.assert_ctl_fails("resize", "p1/v1", size, "--allow-shrink",
+                                      expect=(EXIT_FAILURE, EXIT_USAGE))
+
+    def test_commands_on_missing_objects_fail_and_change_nothing(self):
+        for args in (["pool-remove", "nope"], ["create", "nope/v1", "1M"],
+                     ["remove", "p1/nope"], ["resize", "p1/nope", "2M"], ["info", "p1/nope"],
+                     ["remove", "nope/v1"]):
+            with self.subTest(args=args):
+                self.assert_ctl_fails(*args)
+
+
 class UnprivilegedTest(CisternctlTestCase):
+
+    MUTATING = [["pool-create", "p2", "dir", "path={spare}"], ["pool-remove", "p1"],
+                ["create", "p1/new", "1M"], ["remove", "p1/{vol}"], ["resize", "p1/{vol}", "2M"],
+                ["info", "p1/{vol}"]]
+
+    def populate(self):
+        self.pool_create("p1")
+        self.spare = self.pool_dir("spare")
+        self.c.create_volume(self.c.get_pool("p1"), "a", MiB, {"owner": USER_A.uid})
+        self.c.create_volume(self.c.get_pool("p1"), "b", MiB, {"owner": USER_B.uid})
+
+    def commands(self, volume):
+        return [[arg.format(spare=self.spare, vol=volume) for arg in args]
+                for args in self.MUTATING]
+
+    def test_every_mutating_command_is_denied_by_default_and_changes_nothing(self):
+        self.populate()
+        for volume in ("a", "b"):
+            for args in self.commands(volume):
+                for ask_password in (False, True):
+                    with self.subTest(args=args, ask_password=ask_password):
+                        result = self.assert_ctl_fails(*args, user=USER_A,
+                                                       ask_password=ask_password)
+                        self.assert_names_problem(result, "authoriz")
+
+    def test_own_rules_let_a_user_manage_their_volume_but_not_anothers(self):
+        self.populate()
+        self.env.set_polkit_rules(rule_allowing(["org.cistern.volume.modify-own",
+                                                 "org.cistern.volume.read-own"], USER_A))
+        for args in (["resize", "p1/b", "2M"], ["info", "p1/b"], ["remove", "p1/b"]):
+            with self.subTest(args=args):
+                self.assert_ctl_fails(*args, user=USER_A)
+        self.ctl("resize", "p1/a", "2M", user=USER_A)
+        self.assertEqual(self.volume_props("p1", "a")["Size"], 2 * MiB)
+        self.assertIn("raw", self.ctl("info", "p1/a", user=USER_A).stdout)
+        self.ctl("remove", "p1/a", user=USER_A)
+        self.assertEqual(self.c.prop(self.c.get_pool("p1"), POOL, "Volumes"),
+                         [self.c.get_volume("p1", "b")])
 
     def test_denied_call_exits_1_and_says_not_authorized(self):
         self.pool_create("p1")
