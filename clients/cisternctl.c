@@ -40,9 +40,25 @@
  *       "info":       { "format": "raw", "virtual_size": 10737418240, "actual_size": 200704 }
  *                                                                        (Volume.Info, as is)
  *
- * pool-create, create:
+ * pool-create, create, clone:
  *     { "object": "/org/cistern/Cistern1/pool/tank" }
  *     the D-Bus object path of the new pool or volume.
+ *
+ * snapshot POOL/VOL:
+ *     { "revision": "…" }
+ *
+ * revisions POOL/VOL (oldest first; with --remove=ID nothing):
+ *     [ { "id": "…", "created": 1732241580000000 } ]
+ *
+ * jobs (sorted by id):
+ *     [ { "id": "7", "path": "/org/cistern/Cistern1/job/7", "operation": "Clone",
+ *         "objects": ["/org/cistern/Cistern1/pool/tank/disk0"],
+ *         "progress": 0.42, "progress_valid": true,
+ *         "bytes_total": 10737418240, "bytes_done": 4509715660, "rate": 125829120,
+ *         "start_time": 1732241580000000, "expected_end_time": 1732241630000000,
+ *         "started_by": 1000, "cancelable": true } ]
+ *     "expected_end_time" is 0 while unknown; "progress" means something only when
+ *     "progress_valid" is true.
  */
 
 #include <getopt.h>
@@ -79,6 +95,23 @@ static const Verb verbs[] = {
           "resize POOL/VOL SIZE [--allow-shrink]" },
         { "info",        2, 2,             0, VERB_AUTHORIZE, verb_info,
           "info POOL/VOL" },
+        { "start",       2, 2,             0, VERB_AUTHORIZE, verb_start,
+          "start POOL/VOL" },
+        { "stop",        2, 2,             0, VERB_AUTHORIZE, verb_stop,
+          "stop POOL/VOL" },
+        { "snapshot",    2, 2,             0, VERB_AUTHORIZE, verb_snapshot,
+          "snapshot POOL/VOL" },
+        /* Listing needs no authorization, --remove does: see OPTIONS_AUTHORIZE. */
+        { "revisions",   2, 2,             OPTION_REMOVE, 0, verb_revisions,
+          "revisions POOL/VOL [--remove=REVISION]" },
+        { "revert",      3, 3,             0, VERB_AUTHORIZE, verb_revert,
+          "revert POOL/VOL REVISION" },
+        { "clone",       3, 3,             OPTION_REVISION, VERB_AUTHORIZE, verb_clone,
+          "clone POOL/VOL POOL/NEWVOL [--revision=REVISION]" },
+        { "jobs",        1, 1,             0, 0,              verb_jobs,
+          "jobs" },
+        { "cancel",      2, 2,             0, VERB_AUTHORIZE, verb_cancel,
+          "cancel JOB" },
 };
 
 /* Command options come first and in the order of the VerbOption bits. */
@@ -92,6 +125,8 @@ enum {
         ARG_OWNER,
         ARG_REVISIONS_TO_KEEP,
         ARG_ALLOW_SHRINK,
+        ARG_REVISION,
+        ARG_REMOVE,
         ARG_VERB_OPTION_END,
 
         ARG_VERSION,
@@ -113,6 +148,8 @@ static const struct option options[] = {
         { "owner",             required_argument, NULL, ARG_OWNER             },
         { "revisions-to-keep", required_argument, NULL, ARG_REVISIONS_TO_KEEP },
         { "allow-shrink",      no_argument,       NULL, ARG_ALLOW_SHRINK      },
+        { "revision",          required_argument, NULL, ARG_REVISION          },
+        { "remove",            required_argument, NULL, ARG_REMOVE            },
         {}
 };
 
@@ -142,7 +179,23 @@ static void help(void) {
                "  create POOL/VOL SIZE       Create a volume of SIZE bytes\n"
                "  remove POOL/VOL            Delete a stopped, unused volume for good\n"
                "  resize POOL/VOL SIZE       Change the size of a volume\n"
-               "  info POOL/VOL              Show everything about a volume and its image\n",
+               "  info POOL/VOL              Show everything about a volume and its image\n"
+               "  start POOL/VOL             Prepare a volume for a VM to use: give it a working\n"
+               "                             copy, as its settings say\n"
+               "  stop POOL/VOL              Keep or drop what the VM wrote, as the volume's\n"
+               "                             settings say; the replaced image becomes a revision\n"
+               "\n"
+               "Revisions and copies:\n"
+               "  snapshot POOL/VOL          Keep the current image as a new revision; prints\n"
+               "                             its identifier\n"
+               "  revisions POOL/VOL         List the revisions of a volume, oldest first\n"
+               "  revert POOL/VOL REVISION   Make a revision the image of a stopped volume; the\n"
+               "                             image it replaces becomes a revision too\n"
+               "  clone POOL/VOL POOL/NEWVOL Create a new volume with the content of another\n"
+               "\n"
+               "Jobs (operations that move data, while they run):\n"
+               "  jobs                       List the running jobs and their progress\n"
+               "  cancel JOB                 Cancel a job: it leaves no trace\n",
                program_invocation_short_name);
         printf("\n"
                "Options:\n"
@@ -169,7 +222,13 @@ static void help(void) {
                "\n"
                "Options of resize:\n"
                "     --allow-shrink          Allow making the volume smaller, which destroys\n"
-               "                             everything beyond the new size\n");
+               "                             everything beyond the new size\n"
+               "\n"
+               "Options of revisions:\n"
+               "     --remove=REVISION       Delete this revision instead of listing\n"
+               "\n"
+               "Options of clone:\n"
+               "     --revision=REVISION     Copy this revision rather than the current image\n");
         printf("\n"
                "Pool configuration (KEY=VALUE), by driver:\n"
                "  dir    path=DIR               Existing directory that holds the pool (required)\n"
@@ -180,8 +239,10 @@ static void help(void) {
                "Sizes are a number of bytes, or a number with a suffix K, M, G, T, P or E\n"
                "(also KiB, MiB...; any case), all powers of 1024: 10G is 10 GiB, 1.5T works too.\n"
                "\n"
-               "On a terminal, when an action needs a password, a prompt appears. Exit status\n"
-               "is 0 on success, 1 when the action failed, 2 when the command line is wrong.\n"
+               "On a terminal, start, stop, snapshot, revert and clone show the progress of\n"
+               "the work they wait for, and Ctrl-C cancels that work. When an action needs a\n"
+               "password, a prompt appears. Exit status is 0 on success, 1 when the action\n"
+               "failed, 2 when the command line is wrong.\n"
                "See cisternctl(1) for the JSON output and more.\n");
 }
 
@@ -283,6 +344,16 @@ static int parse_verb_option(Context *c, int opt, const char *arg) {
                 if (r < 0)
                         return usage_error(NULL, "Invalid number of revisions '%s'.", arg);
                 return 0;
+        case ARG_REVISION:
+                if (*arg == '\0')
+                        return usage_error(NULL, "--revision= needs a revision.");
+                c->revision = arg;
+                return 0;
+        case ARG_REMOVE:
+                if (*arg == '\0')
+                        return usage_error(NULL, "--remove= needs a revision.");
+                c->remove = arg;
+                return 0;
         }
 
         return -EINVAL;
@@ -357,7 +428,12 @@ static int verb_prepare(Context *c, int argc, char *argv[]) {
 }
 
 bool context_interactive(const Context *c) {
-        return c->ask_password && c->verb && (c->verb->flags & VERB_AUTHORIZE);
+        return c->ask_password && c->verb &&
+                ((c->verb->flags & VERB_AUTHORIZE) || (c->options_seen & OPTIONS_AUTHORIZE));
+}
+
+bool context_show_progress(const Context *c) {
+        return !c->json && isatty(STDERR_FILENO);
 }
 
 int context_acquire_bus(Context *c, sd_bus **ret) {

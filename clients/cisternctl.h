@@ -15,7 +15,12 @@ typedef enum VerbOption {
         OPTION_OWNER             = 1 << 6,
         OPTION_REVISIONS_TO_KEEP = 1 << 7,
         OPTION_ALLOW_SHRINK      = 1 << 8,
+        OPTION_REVISION          = 1 << 9,
+        OPTION_REMOVE            = 1 << 10,
 } VerbOption;
+
+/* Options that make a command change something, so that it may need a password. */
+#define OPTIONS_AUTHORIZE ((unsigned) OPTION_REMOVE)
 
 typedef enum VerbFlags {
         /* The command calls methods that ask polkit: allow interactive authorization and start
@@ -53,6 +58,8 @@ struct Context {
         uint32_t owner;
         uint32_t revisions_to_keep;
         bool allow_shrink;
+        const char *revision;
+        const char *remove;
 };
 
 /* Connects to the system bus on first use. Commands parse all their arguments before calling
@@ -69,6 +76,13 @@ int usage_error(const Context *c, const char *format, ...) _printf_(2, 3);
 int parse_volume_arg(const Context *c, const char *arg, char **ret_pool, char **ret_volume);
 int parse_size_arg(const Context *c, const char *arg, uint64_t *ret);
 
+/* Finds POOL/VOL and prepares a call of one of its methods. */
+int volume_method_call(Context *c, const char *pool, const char *volume, const char *member,
+                       sd_bus_message **ret);
+
+/* Whether long operations draw a progress bar: on a terminal, and not with --json. */
+bool context_show_progress(const Context *c);
+
 /* Reads the object path a Create* method returned; with --json prints {"object": PATH}. */
 int print_created_object(const Context *c, sd_bus_message *reply);
 
@@ -81,3 +95,11 @@ int verb_create(Context *c, int argc, char *argv[]);
 int verb_remove(Context *c, int argc, char *argv[]);
 int verb_resize(Context *c, int argc, char *argv[]);
 int verb_info(Context *c, int argc, char *argv[]);
+int verb_start(Context *c, int argc, char *argv[]);
+int verb_stop(Context *c, int argc, char *argv[]);
+int verb_snapshot(Context *c, int argc, char *argv[]);
+int verb_revisions(Context *c, int argc, char *argv[]);
+int verb_revert(Context *c, int argc, char *argv[]);
+int verb_clone(Context *c, int argc, char *argv[]);
+int verb_jobs(Context *c, int argc, char *argv[]);
+int verb_cancel(Context *c, int argc, char *argv[]);

@@ -343,6 +343,10 @@ int bus_read_bool(sd_bus_message *m, void *field) {
         return 0;
 }
 
+int bus_read_double(sd_bus_message *m, void *field) {
+        return sd_bus_message_read_basic(m, 'd', field);
+}
+
 int bus_read_count(sd_bus_message *m, void *field) {
         const char *path;
         size_t n = 0;

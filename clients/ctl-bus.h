@@ -10,6 +10,8 @@
 #define CISTERN_MANAGER_IFACE "org.cistern.Cistern1.Manager"
 #define CISTERN_POOL_IFACE "org.cistern.Cistern1.Pool"
 #define CISTERN_VOLUME_IFACE "org.cistern.Cistern1.Volume"
+#define CISTERN_JOB_IFACE "org.cistern.Cistern1.Job"
+#define CISTERN_JOB_PATH_PREFIX CISTERN_ROOT_PATH "/job"
 
 #define CISTERN_ERROR_WOULD_SHRINK "org.cistern.Cistern1.Error.WouldShrink"
 
@@ -55,9 +57,10 @@ typedef struct BusProperty {
 int bus_read_properties(sd_bus_message *m, const BusProperty *map, void *userdata);
 
 int bus_read_string(sd_bus_message *m, void *field);    /* s, o → char* */
-int bus_read_strv(sd_bus_message *m, void *field);      /* as → char** */
+int bus_read_strv(sd_bus_message *m, void *field);      /* as, ao → char** */
 int bus_read_u64(sd_bus_message *m, void *field);       /* t → uint64_t */
 int bus_read_u32(sd_bus_message *m, void *field);       /* u → uint32_t */
 int bus_read_bool(sd_bus_message *m, void *field);      /* b → bool */
+int bus_read_double(sd_bus_message *m, void *field);    /* d → double */
 int bus_read_count(sd_bus_message *m, void *field);     /* ao → size_t number of elements */
 int bus_read_json(sd_bus_message *m, void *field);      /* anything → json_object* */

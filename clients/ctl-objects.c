@@ -50,6 +50,21 @@ static const BusProperty volume_map[] = {
         {}
 };
 
+static const BusProperty job_map[] = {
+        { "Operation",       "s",  bus_read_string, offsetof(Job, operation) },
+        { "Objects",         "ao", bus_read_strv,   offsetof(Job, objects) },
+        { "Progress",        "d",  bus_read_double, offsetof(Job, progress) },
+        { "ProgressValid",   "b",  bus_read_bool,   offsetof(Job, progress_valid) },
+        { "BytesTotal",      "t",  bus_read_u64,    offsetof(Job, bytes_total) },
+        { "BytesDone",       "t",  bus_read_u64,    offsetof(Job, bytes_done) },
+        { "Rate",            "t",  bus_read_u64,    offsetof(Job, rate) },
+        { "StartTime",       "t",  bus_read_u64,    offsetof(Job, start_time) },
+        { "ExpectedEndTime", "t",  bus_read_u64,    offsetof(Job, expected_end_time) },
+        { "StartedByUID",    "u",  bus_read_u32,    offsetof(Job, started_by) },
+        { "Cancelable",      "b",  bus_read_bool,   offsetof(Job, cancelable) },
+        {}
+};
+
 void manager_info_done(ManagerInfo *m) {
         free(m->version);
         strv_free(m->drivers);
@@ -80,13 +95,24 @@ void volume_done(Volume *v) {
         *v = (Volume) {};
 }
 
+void job_done(Job *j) {
+        free(j->path);
+        free(j->id);
+        free(j->operation);
+        strv_free(j->objects);
+        *j = (Job) {};
+}
+
 void objects_done(Objects *o) {
         for (size_t i = 0; i < o->n_pools; i++)
                 pool_done(&o->pools[i]);
         for (size_t i = 0; i < o->n_volumes; i++)
                 volume_done(&o->volumes[i]);
+        for (size_t i = 0; i < o->n_jobs; i++)
+                job_done(&o->jobs[i]);
         free(o->pools);
         free(o->volumes);
+        free(o->jobs);
         *o = (Objects) {};
 }
 
@@ -212,10 +238,15 @@ int manager_info_get(sd_bus *bus, ManagerInfo *ret) {
         return 0;
 }
 
+int job_read_properties(sd_bus_message *m, Job *j) {
+        return bus_read_properties(m, job_map, j);
+}
+
 typedef struct ObjectsBuilder {
         Objects objects;
         size_t allocated_pools;
         size_t allocated_volumes;
+        size_t allocated_jobs;
 } ObjectsBuilder;
 
 static int grow(void **array, size_t *allocated, size_t need, size_t size) {
@@ -278,7 +309,44 @@ static int builder_add_volume(ObjectsBuilder *b, sd_bus_message *m, const char *
         return 0;
 }
 
-/* One object's a{sa{sv}}: keeps pools and volumes, skips jobs and anything newer. */
+int job_id_from_path(const char *path, char **ret) {
+        const char *slash;
+        int r;
+
+        r = sd_bus_path_decode(path, CISTERN_JOB_PATH_PREFIX, ret);
+        if (r != 0)
+                return r < 0 ? r : 0;
+
+        slash = strrchr(path, '/');
+        *ret = strdup(slash ? slash + 1 : path);
+        return *ret ? 0 : -ENOMEM;
+}
+
+static int builder_add_job(ObjectsBuilder *b, sd_bus_message *m, const char *path) {
+        Objects *o = &b->objects;
+        Job j = {};
+        int r;
+
+        r = grow((void **) &o->jobs, &b->allocated_jobs, o->n_jobs + 1, sizeof(Job));
+        if (r < 0)
+                return r;
+
+        j.path = strdup(path);
+        if (!j.path)
+                return -ENOMEM;
+        r = job_id_from_path(path, &j.id);
+        if (r >= 0)
+                r = job_read_properties(m, &j);
+        if (r < 0) {
+                job_done(&j);
+                return r;
+        }
+
+        o->jobs[o->n_jobs++] = j;
+        return 0;
+}
+
+/* One object's a{sa{sv}}: keeps pools, volumes and jobs, skips anything newer. */
 static int builder_add_object(ObjectsBuilder *b, sd_bus_message *m, const char *path) {
         const char *iface;
         int r;
@@ -296,6 +364,8 @@ static int builder_add_object(ObjectsBuilder *b, sd_bus_message *m, const char *
                         r = builder_add_pool(b, m, path);
                 else if (streq(iface, CISTERN_VOLUME_IFACE))
                         r = builder_add_volume(b, m, path);
+                else if (streq(iface, CISTERN_JOB_IFACE))
+                        r = builder_add_job(b, m, path);
                 else
                         r = sd_bus_message_skip(m, "a{sv}");
                 if (r < 0)
@@ -356,6 +426,16 @@ static int volume_cmp_name(const void *a, const void *b) {
         return c != 0 ? c : strcmp(strempty(x->name), strempty(y->name));
 }
 
+/* Job 9 before job 10. */
+static int job_cmp_id(const void *a, const void *b) {
+        const Job *x = a, *y = b;
+        size_t lx = strspn(x->id, "0123456789"), ly = strspn(y->id, "0123456789");
+
+        if (x->id[lx] == '\0' && y->id[ly] == '\0' && lx != ly)
+                return lx < ly ? -1 : 1;
+        return strcmp(x->id, y->id);
+}
+
 static int pool_key_cmp(const void *key, const void *elem) {
         return strcmp(key, ((const Pool *) elem)->path);
 }
@@ -402,6 +482,35 @@ static int objects_resolve(Objects *o) {
 
         qsort(o->pools, o->n_pools, sizeof(Pool), pool_cmp_name);
         qsort(o->volumes, o->n_volumes, sizeof(Volume), volume_cmp_name);
+        qsort(o->jobs, o->n_jobs, sizeof(Job), job_cmp_id);
+        return 0;
+}
+
+int objects_name_of(const Objects *o, const char *path, char **ret) {
+        char *s = NULL;
+
+        /* Linear: called for the few objects of the few running jobs. */
+        for (size_t i = 0; i < o->n_volumes; i++) {
+                const Volume *v = &o->volumes[i];
+
+                if (streq(v->path, path) && v->pool_name && v->name) {
+                        if (strdup_join(v->pool_name, v->name, &s) < 0)
+                                return -ENOMEM;
+                        *ret = s;
+                        return 1;
+                }
+        }
+
+        for (size_t i = 0; i < o->n_pools; i++)
+                if (streq(o->pools[i].path, path) && o->pools[i].name) {
+                        s = strdup(o->pools[i].name);
+                        if (!s)
+                                return -ENOMEM;
+                        *ret = s;
+                        return 1;
+                }
+
+        *ret = NULL;
         return 0;
 }
 

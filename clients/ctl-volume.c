@@ -197,8 +197,7 @@ int verb_create(Context *c, int argc, char *argv[]) {
         return print_created_object(c, reply);
 }
 
-/* Finds POOL/VOL and prepares a call of one of its methods. */
-static int volume_method_call(Context *c, const char *pool, const char *volume, const char *member,
+int volume_method_call(Context *c, const char *pool, const char *volume, const char *member,
                               sd_bus_message **ret) {
         _cleanup_free_ char *path = NULL;
         sd_bus *bus;

@@ -4,7 +4,12 @@
 #include <json-c/json.h>
 #include <systemd/sd-bus.h>
 
+#include "copy.h"
 #include "util.h"
+
+#define OBJECT_IMAGE "image"
+#define OBJECT_WORK "work"
+#define OBJECT_REVISIONS "revisions"
 
 typedef struct Pool Pool;
 typedef struct Volume Volume;
@@ -30,11 +35,25 @@ typedef struct PoolDriver {
         /* Re-reads Size, Usage, Available and CopyOnWrite of the storage. */
         int (*refresh)(Pool *p);
 
-        int (*volume_create)(Volume *v, int vdir_fd, uint64_t size, bool preallocate);
-        int (*volume_remove)(Volume *v, int vdir_fd);
-        int (*volume_resize)(Volume *v, int vdir_fd, uint64_t size);
-        /* Reads the size and allocation of the committed image from the image itself. */
-        int (*volume_stat)(Volume *v, int vdir_fd, uint64_t *ret_size, uint64_t *ret_usage);
+        /* A volume's data lives in named objects beneath its directory: OBJECT_IMAGE (the
+         * committed image), OBJECT_WORK (the working copy while started) and revisions
+         * (OBJECT_REVISIONS "/<id>"). A committed object is never written once complete, so it
+         * may be shared (object_link) between the image and its revisions. Names starting with
+         * STORE_STAGING_PREFIX are staging objects, swept after a crash. */
+        int (*object_create)(Volume *v, int vdir_fd, const char *name, uint64_t size, bool preallocate);
+        /* Copies src (beneath src_dir_fd) into the new object dst (beneath dst_dir_fd).
+         * Returns 1 when it shared blocks in O(1), 0 when it copied the data. */
+        int (*object_copy)(Pool *p, int src_dir_fd, const char *src, int dst_dir_fd, const char *dst,
+                           CopyProgress *progress);
+        int (*object_link)(int vdir_fd, const char *src, const char *dst);
+        int (*object_rename)(int vdir_fd, const char *src, const char *dst, bool replace);
+        int (*object_remove)(int vdir_fd, const char *name);
+        int (*object_resize)(int vdir_fd, const char *name, uint64_t size);
+        int (*object_sync)(int vdir_fd, const char *name);
+        /* Size and allocation of an object, read from the object itself. */
+        int (*object_stat)(int vdir_fd, const char *name, uint64_t *ret_size, uint64_t *ret_usage);
+        /* Whether object_copy from a volume of src to one of dst shares blocks in O(1). */
+        bool (*copy_is_instant)(Pool *src, Pool *dst);
 } PoolDriver;
 
 extern const PoolDriver pool_driver_dir;

@@ -6,6 +6,7 @@
 #include "authorize.h"
 #include "bus-util.h"
 #include "errors.h"
+#include "job.h"
 #include "log.h"
 #include "names.h"
 #include "options.h"
@@ -41,7 +42,19 @@ static int property_get_pools(sd_bus *bus, const char *path, const char *interfa
 
 static int property_get_jobs(sd_bus *bus, const char *path, const char *interface, const char *property,
                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        return sd_bus_message_append(reply, "ao", 0);
+        Manager *m = userdata;
+        Job *j;
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', "o");
+        if (r < 0)
+                return r;
+        NAMEMAP_FOREACH(j, &m->jobs) {
+                r = sd_bus_message_append_basic(reply, 'o', j->object_path);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_close_container(reply);
 }
 
 static int validate_new_pool(Manager *m, const char *name, const char *driver_name,
@@ -236,6 +249,29 @@ static int enumerate_nodes(sd_bus *bus, const char *path, void *userdata, char *
         return 0;
 }
 
+static int enumerate_jobs(sd_bus *bus, const char *path, void *userdata, char ***ret_nodes, sd_bus_error *error) {
+        Manager *m = userdata;
+        char **nodes;
+        size_t n = 0;
+        Job *j;
+
+        nodes = calloc(m->jobs.n + 1, sizeof(char *));
+        if (!nodes)
+                return -ENOMEM;
+        NAMEMAP_FOREACH(j, &m->jobs) {
+                nodes[n] = strdup(j->object_path);
+                if (!nodes[n]) {
+                        while (n > 0)
+                                free(nodes[--n]);
+                        free(nodes);
+                        return -ENOMEM;
+                }
+                n++;
+        }
+        *ret_nodes = nodes;
+        return 0;
+}
+
 static int append_object(sd_bus_message *reply, const char *path, const char *interface,
                          const sd_bus_vtable *vtable, void *object) {
         int r;
@@ -260,6 +296,7 @@ static int append_object(sd_bus_message *reply, const char *path, const char *in
 
 static int append_managed_objects(sd_bus_message *reply, Manager *m) {
         Volume *v;
+        Job *j;
         Pool *p;
         int r;
 
@@ -272,6 +309,11 @@ static int append_managed_objects(sd_bus_message *reply, Manager *m) {
                         if (r < 0)
                                 return r;
                 }
+        }
+        NAMEMAP_FOREACH(j, &m->jobs) {
+                r = append_object(reply, j->object_path, JOB_INTERFACE, job_vtable, j);
+                if (r < 0)
+                        return r;
         }
         return 0;
 }
@@ -316,6 +358,12 @@ int manager_dbus_register(Manager *m) {
         r = sd_bus_add_node_enumerator(m->bus, NULL, CISTERN_POOL_PREFIX, enumerate_nodes, m);
         if (r < 0)
                 return log_error_errno(r, "Failed to register the node enumerator: %m");
+        r = sd_bus_add_fallback_vtable(m->bus, NULL, CISTERN_JOB_PREFIX, JOB_INTERFACE, job_vtable, job_object_find, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register jobs: %m");
+        r = sd_bus_add_node_enumerator(m->bus, NULL, CISTERN_JOB_PREFIX, enumerate_jobs, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register the job enumerator: %m");
         r = sd_bus_add_object(m->bus, NULL, CISTERN_ROOT_PATH, on_root_message, m);
         if (r < 0)
                 return log_error_errno(r, "Failed to register the object manager: %m");

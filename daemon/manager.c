@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "errors.h"
+#include "job.h"
 #include "log.h"
 #include "manager.h"
 #include "names.h"
@@ -22,6 +23,7 @@ static const Limits default_limits = {
         .max_volume_size = UINT64_C(1) << 56,  /* 64 PiB */
         .max_revisions_to_keep = 1024,
         .max_workers = 64,
+        .max_jobs = 64,
 };
 
 static int open_state_dirs(Manager *m) {
@@ -63,8 +65,12 @@ Manager *manager_free(Manager *m) {
 
         if (!m)
                 return NULL;
-        /* Running work finishes first: its done callbacks still use the pools and the bus. */
+        /* Running work finishes first: its done callbacks still use the pools and the bus, and
+         * finish their jobs. Whatever job is left refers to pools: it goes before them. */
         workers_free(m->workers);
+        while (m->jobs.n > 0)
+                job_free(m->jobs.entries[0].value);
+        namemap_clear(&m->jobs);
         NAMEMAP_FOREACH(p, &m->pools)
                 pool_free(p);
         namemap_clear(&m->pools);
@@ -126,6 +132,8 @@ static const char *manager_busy_reason(Manager *m) {
                 return "calls are queued";
         if (polkit_busy(m->polkit))
                 return "authorization checks are pending";
+        if (m->jobs.n > 0)
+                return "jobs are running";
         if (workers_running(m->workers) > 0)
                 return "file operations are running";
         return NULL;

@@ -16,9 +16,11 @@
 #define MANAGER_INTERFACE  "org.cistern.Cistern1.Manager"
 #define POOL_INTERFACE     "org.cistern.Cistern1.Pool"
 #define VOLUME_INTERFACE   "org.cistern.Cistern1.Volume"
+#define JOB_INTERFACE      "org.cistern.Cistern1.Job"
 
 typedef struct Pool Pool;
 typedef struct Volume Volume;
+typedef struct Job Job;
 
 /* Every resource a caller can make cisternd create has a bound. */
 typedef struct Limits {
@@ -27,6 +29,7 @@ typedef struct Limits {
         uint64_t max_volume_size;
         uint32_t max_revisions_to_keep;
         unsigned max_workers;           /* file operations running at once */
+        unsigned max_jobs;              /* Job objects at once */
 } Limits;
 
 typedef struct ManagerOptions {
@@ -47,6 +50,8 @@ typedef struct Manager {
         int registry_fd;        /* <state>/pools: one <name>.json per pool */
 
         NameMap pools;
+        NameMap jobs;           /* by decimal id */
+        uint64_t next_job_id;
 
         usec_t idle_timeout;
         sd_event_source *idle_source;

@@ -12,7 +12,7 @@
 #include "names.h"
 #include "options.h"
 #include "pool.h"
-#include "volume.h"
+#include "volume-dbus.h"
 
 int pool_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found, sd_bus_error *error) {
         _cleanup_free_ char *name = NULL;
@@ -183,15 +183,11 @@ static void create_done(int r, void *userdata) {
         namemap_remove(&p->creating, v->name);
         if (r >= 0)
                 r = namemap_put(&p->volumes, v->name, v);
-        if (r == -EFBIG)
-                (void) sd_bus_reply_method_errorf(w->msg, ERR_INVALID_ARGUMENT,
-                                                  "Size %" PRIu64 " is larger than the pool's filesystem allows.", w->size);
-        else if (r < 0)
-                (void) bus_reply_errno(w->msg, r, "Failed to create the volume");
         if (r < 0) {
+                volume_work_reply_error(w, r, "Failed to create the volume");
                 w->volume = NULL;
                 volume_free(v);
-                volume_work_free(w);
+                volume_work_free(w, r);
                 return;
         }
 
@@ -200,7 +196,7 @@ static void create_done(int r, void *userdata) {
         (void) sd_bus_emit_object_added(p->manager->bus, v->object_path);
         pool_emit_changed(p, "Volumes", "Usage", "Available", NULL);
         (void) sd_bus_reply_method_return(w->msg, "o", v->object_path);
-        volume_work_free(w);
+        volume_work_free(w, 0);
 }
 
 static int volume_new_from_options(Pool *p, const char *name, const CreateOptions *o, const Volume *source, Volume **ret) {
@@ -230,6 +226,7 @@ static int method_create_volume(sd_bus_message *msg, void *userdata, sd_bus_erro
         Pool *p = userdata;
         CreateOptions o = { .format = "raw", .save_on_stop = true, .revisions_to_keep = p->revisions_to_keep };
         Volume *source = NULL;
+        VolumeWork *w;
         const char *name;
         uint64_t size;
         uint32_t seen;
@@ -256,7 +253,14 @@ static int method_create_volume(sd_bus_message *msg, void *userdata, sd_bus_erro
         r = namemap_put(&p->creating, v->name, v);
         if (r < 0)
                 return r;
-        r = volume_work_start(v, msg, size, o.preallocate, create_work, create_done, error);
+        r = volume_work_new(v, msg, &w);
+        if (r < 0) {
+                namemap_remove(&p->creating, v->name);
+                return r;
+        }
+        w->size = size;
+        w->preallocate = o.preallocate;
+        r = volume_work_start(w, create_work, create_done, error);
         if (r < 0) {
                 namemap_remove(&p->creating, v->name);
                 return r;

@@ -16,22 +16,8 @@
 #include "store.h"
 #include "volume.h"
 
-#define IMAGE_NAME "image"
 #define POOL_JSON "pool.json"
 #define VOLUMES_DIR "volumes"
-
-typedef enum ReflinkMode {
-        REFLINK_AUTO,
-        REFLINK_REQUIRE,
-        REFLINK_NEVER,
-        _REFLINK_MAX,
-} ReflinkMode;
-
-static const char *const reflink_mode_names[_REFLINK_MAX] = {
-        [REFLINK_AUTO] = "auto",
-        [REFLINK_REQUIRE] = "require",
-        [REFLINK_NEVER] = "never",
-};
 
 typedef struct DirPool {
         char *path;
@@ -42,13 +28,6 @@ typedef struct DirPool {
         ino_t ino;
         bool reflink_works;
 } DirPool;
-
-static int reflink_mode_from_string(const char *s) {
-        for (int i = 0; i < _REFLINK_MAX; i++)
-                if (streq(reflink_mode_names[i], s))
-                        return i;
-        return -EINVAL;
-}
 
 static DirPool *dir_pool(Pool *p) {
         return p->driver_data;
@@ -81,7 +60,7 @@ static const OptionSpec dir_config_spec[] = {
 };
 
 static int dir_config_parse(Pool *p, sd_bus_message *m, bool *ret_revisions_given, sd_bus_error *error) {
-        DirConfig c = { .reflink = reflink_mode_names[REFLINK_AUTO] };
+        DirConfig c = { .reflink = reflink_mode_to_string(REFLINK_AUTO) };
         uint32_t seen;
         int r, mode;
 
@@ -122,7 +101,7 @@ static int dir_config_save(Pool *p, json_object *o) {
         DirPool *d = dir_pool(p);
 
         if (json_object_object_add(o, "path", json_object_new_string(d->path)) < 0 ||
-            json_object_object_add(o, "reflink", json_object_new_string(reflink_mode_names[d->reflink])) < 0)
+            json_object_object_add(o, "reflink", json_object_new_string(reflink_mode_to_string(d->reflink))) < 0)
                 return -ENOMEM;
         return 0;
 }
@@ -152,7 +131,7 @@ static int dir_config_append(Pool *p, sd_bus_message *reply) {
 
         return sd_bus_message_append(reply, "{sv}{sv}{sv}",
                                      "path", "s", d->path,
-                                     "reflink", "s", reflink_mode_names[d->reflink],
+                                     "reflink", "s", reflink_mode_to_string(d->reflink),
                                      "revisions_to_keep", "u", p->revisions_to_keep);
 }
 
@@ -305,29 +284,77 @@ static int dir_refresh(Pool *p) {
         return 0;
 }
 
-static int dir_volume_create(Volume *v, int vdir_fd, uint64_t size, bool preallocate) {
+static int dir_object_create(Volume *v, int vdir_fd, const char *name, uint64_t size, bool preallocate) {
         _cleanup_close_ int fd = -EBADF;
+        int r;
 
-        fd = open_beneath(vdir_fd, IMAGE_NAME, O_RDWR | O_CREAT | O_EXCL, 0600);
+        fd = open_beneath(vdir_fd, name, O_RDWR | O_CREAT | O_EXCL, 0600);
         if (fd < 0)
                 return fd;
-        if (ftruncate(fd, (off_t) size) < 0)
+        if (ftruncate(fd, (off_t) size) < 0 ||
+            (preallocate && fallocate(fd, 0, 0, (off_t) size) < 0) ||
+            fsync(fd) < 0) {
+                r = -errno;
+                (void) unlinkat(vdir_fd, name, 0);
+                return r;
+        }
+        return 0;
+}
+
+static int dir_object_copy(Pool *p, int src_dir_fd, const char *src, int dst_dir_fd, const char *dst,
+                           CopyProgress *progress) {
+        _cleanup_close_ int in = -EBADF, out = -EBADF;
+        int r, copied;
+
+        in = open_beneath(src_dir_fd, src, O_RDONLY | O_NOFOLLOW, 0);
+        if (in < 0)
+                return in;
+        out = open_beneath(dst_dir_fd, dst, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
+        if (out < 0)
+                return out;
+        copied = copy_file(in, out, dir_pool(p)->reflink, progress);
+        r = copied < 0 ? copied : fsync(out) < 0 ? -errno : 0;
+        if (r < 0) {
+                (void) unlinkat(dst_dir_fd, dst, 0);
+                return r;
+        }
+        return copied;
+}
+
+static int dir_object_link(int vdir_fd, const char *src, const char *dst) {
+        _cleanup_close_ int parent = -EBADF;
+        const char *slash = strrchr(dst, '/');
+
+        /* Both names lie beneath vdir_fd and contain no symlinks (no AT_SYMLINK_FOLLOW). */
+        if (linkat(vdir_fd, src, vdir_fd, dst, 0) < 0)
                 return -errno;
-        if (preallocate && fallocate(fd, 0, 0, (off_t) size) < 0)
-                return -errno;
-        if (fsync(fd) < 0)
+        if (slash) {
+                _cleanup_free_ char *dir = strndup(dst, slash - dst);
+
+                if (!dir)
+                        return -ENOMEM;
+                parent = open_beneath(vdir_fd, dir, O_RDONLY | O_DIRECTORY, 0);
+                if (parent < 0)
+                        return parent;
+                return fsync_dir(parent);
+        }
+        return fsync_dir(vdir_fd);
+}
+
+static int dir_object_rename(int vdir_fd, const char *src, const char *dst, bool replace) {
+        return rename_beneath(vdir_fd, src, dst, replace);
+}
+
+static int dir_object_remove(int vdir_fd, const char *name) {
+        if (unlinkat(vdir_fd, name, 0) < 0)
                 return -errno;
         return 0;
 }
 
-static int dir_volume_remove(Volume *v, int vdir_fd) {
-        return 0;   /* the image goes with the volume's directory */
-}
-
-static int dir_volume_resize(Volume *v, int vdir_fd, uint64_t size) {
+static int dir_object_resize(int vdir_fd, const char *name, uint64_t size) {
         _cleanup_close_ int fd = -EBADF;
 
-        fd = open_beneath(vdir_fd, IMAGE_NAME, O_RDWR | O_NOFOLLOW, 0);
+        fd = open_beneath(vdir_fd, name, O_RDWR | O_NOFOLLOW, 0);
         if (fd < 0)
                 return fd;
         if (ftruncate(fd, (off_t) size) < 0)
@@ -335,16 +362,30 @@ static int dir_volume_resize(Volume *v, int vdir_fd, uint64_t size) {
         return fsync(fd) < 0 ? -errno : 0;
 }
 
-static int dir_volume_stat(Volume *v, int vdir_fd, uint64_t *ret_size, uint64_t *ret_usage) {
+static int dir_object_sync(int vdir_fd, const char *name) {
+        _cleanup_close_ int fd = -EBADF;
+
+        fd = open_beneath(vdir_fd, name, O_RDONLY | O_NOFOLLOW, 0);
+        if (fd < 0)
+                return fd;
+        return fsync(fd) < 0 ? -errno : 0;
+}
+
+static int dir_object_stat(int vdir_fd, const char *name, uint64_t *ret_size, uint64_t *ret_usage) {
         struct stat st;
 
-        if (fstatat(vdir_fd, IMAGE_NAME, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        if (fstatat(vdir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                 return -errno;
         if (!S_ISREG(st.st_mode))
                 return -EBADF;
         *ret_size = (uint64_t) st.st_size;
         *ret_usage = (uint64_t) st.st_blocks * 512;
         return 0;
+}
+
+static bool dir_copy_is_instant(Pool *src, Pool *dst) {
+        return src->driver == dst->driver && dir_pool(src)->reflink_works && dir_pool(dst)->reflink_works &&
+               dir_pool(src)->dev == dir_pool(dst)->dev;
 }
 
 const PoolDriver pool_driver_dir = {
@@ -356,8 +397,13 @@ const PoolDriver pool_driver_dir = {
         .open = dir_open,
         .close = dir_close,
         .refresh = dir_refresh,
-        .volume_create = dir_volume_create,
-        .volume_remove = dir_volume_remove,
-        .volume_resize = dir_volume_resize,
-        .volume_stat = dir_volume_stat,
+        .object_create = dir_object_create,
+        .object_copy = dir_object_copy,
+        .object_link = dir_object_link,
+        .object_rename = dir_object_rename,
+        .object_remove = dir_object_remove,
+        .object_resize = dir_object_resize,
+        .object_sync = dir_object_sync,
+        .object_stat = dir_object_stat,
+        .copy_is_instant = dir_copy_is_instant,
 };

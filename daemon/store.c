@@ -139,7 +139,7 @@ int open_or_create_dir_beneath(int dirfd, const char *name, mode_t mode) {
         return fd;
 }
 
-static int staging_name_new(char **ret) {
+int staging_name_new(char **ret) {
         static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
         uint8_t bytes[STAGING_RANDOM_CHARS];
         size_t prefix_len = strlen(STORE_STAGING_PREFIX), n = 0;

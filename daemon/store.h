@@ -37,6 +37,10 @@ int open_or_create_dir_beneath(int dirfd, const char *name, mode_t mode);
 /* Also accepts an O_PATH fd. */
 int fsync_dir(int dirfd);
 
+/* A fresh random staging name (STORE_STAGING_PREFIX + random characters), for objects that
+ * are then created exclusively (O_EXCL) under it. */
+int staging_name_new(char **ret);
+
 /* Creates a new staging file (O_CREAT|O_EXCL, random name with STORE_STAGING_PREFIX) beneath
  * dirfd, opened O_RDWR. Returns the fd and the name in ret_name. */
 int staging_file_create(int dirfd, mode_t mode, char **ret_name);

@@ -3,13 +3,14 @@
 
 #include <inttypes.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "authorize.h"
 #include "bus-util.h"
 #include "errors.h"
 #include "log.h"
 #include "options.h"
-#include "volume.h"
+#include "volume-dbus.h"
 
 int volume_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found, sd_bus_error *error) {
         _cleanup_free_ char *pool = NULL, *name = NULL;
@@ -67,16 +68,33 @@ static int property_get_state(sd_bus *bus, const char *path, const char *interfa
         return sd_bus_message_append_basic(reply, 's', volume_state_to_string(v->state));
 }
 
-static int property_get_false(sd_bus *bus, const char *path, const char *interface, const char *property,
-                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        int b = false;
+static int property_get_outdated(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                 sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Volume *v = userdata;
+        Volume *source = v->settings.source ? pool_get_volume(v->pool, v->settings.source) : NULL;
+        int b = v->settings.snap_on_start && v->state == VOLUME_STARTED && source &&
+                source->generation != v->source_generation;
 
         return sd_bus_message_append_basic(reply, 'b', &b);
 }
 
 static int property_get_revisions(sd_bus *bus, const char *path, const char *interface, const char *property,
                                   sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        return sd_bus_message_append(reply, "a(st)", 0);
+        Volume *v = userdata;
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', "(st)");
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < v->n_revisions; i++) {
+                char id[21];
+
+                snprintf(id, sizeof id, "%" PRIu64, v->revisions[i].id);
+                r = sd_bus_message_append(reply, "(st)", id, v->revisions[i].created);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_close_container(reply);
 }
 
 static int property_get_device(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -94,7 +112,7 @@ static int property_get_mounts(sd_bus *bus, const char *path, const char *interf
         return sd_bus_message_append(reply, "a(us)", 0);
 }
 
-static int authorize_volume(Volume *v, sd_bus_message *msg, const char *action, sd_bus_error *error) {
+int volume_authorize(Volume *v, sd_bus_message *msg, const char *action, sd_bus_error *error) {
         return authorize_own(v->pool->manager, msg, action, v->pool->name, v->name, v->settings.owner, error);
 }
 
@@ -111,7 +129,33 @@ static Volume *find_user(Volume *v) {
         return NULL;
 }
 
-static const OptionSpec no_options[] = { {} };
+const OptionSpec volume_no_options[] = { {} };
+
+int volume_check_idle(Volume *v, sd_bus_error *error) {
+        if (v->operation)
+                return sd_bus_error_setf(error, ERR_BUSY, "Volume %s/%s is busy with %s.", v->pool->name, v->name, v->operation);
+        return 0;
+}
+
+void volume_work_reply_error(VolumeWork *w, int r, const char *what) {
+        if (r == -EFBIG)
+                (void) sd_bus_reply_method_errorf(w->msg, ERR_INVALID_ARGUMENT,
+                                                  "%s: the size is larger than the pool's filesystem allows.", what);
+        else if (r == -ECANCELED)
+                (void) sd_bus_reply_method_errorf(w->msg, ERR_CANCELLED, "%s: cancelled.", what);
+        else
+                (void) bus_reply_errno(w->msg, r, what);
+}
+
+void volume_committed(Volume *v) {
+        Volume *other;
+
+        v->generation++;
+        (void) volume_save(v);
+        NAMEMAP_FOREACH(other, &v->pool->volumes)
+                if (other->state == VOLUME_STARTED && streq_ptr(other->settings.source, v->name))
+                        volume_emit_changed(other, "Outdated", NULL);
+}
 
 static int remove_work(void *userdata) {
         VolumeWork *w = userdata;
@@ -125,8 +169,8 @@ static void remove_done(int r, void *userdata) {
         Pool *p = v->pool;
 
         if (r < 0) {
-                (void) bus_reply_errno(w->msg, r, "Failed to remove the volume");
-                volume_work_free(w);
+                volume_work_reply_error(w, r, "Failed to remove the volume");
+                volume_work_free(w, r);
                 return;
         }
         log_info("Removed volume %s/%s.", p->name, v->name);
@@ -136,7 +180,7 @@ static void remove_done(int r, void *userdata) {
         pool_emit_changed(p, "Volumes", "Usage", "Available", NULL);
         (void) sd_bus_reply_method_return(w->msg, NULL);
         w->volume = NULL;
-        volume_work_free(w);
+        volume_work_free(w, 0);
         volume_free(v);
 }
 
@@ -144,10 +188,11 @@ static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         Volume *v = userdata;
         Pool *p = v->pool;
         const char *reason;
+        VolumeWork *w;
         Volume *user;
         int r;
 
-        r = options_read(msg, no_options, NULL, NULL, error);
+        r = options_read(msg, volume_no_options, NULL, NULL, error);
         if (r < 0)
                 return r;
         if (volume_is_busy(v, &reason))
@@ -156,30 +201,26 @@ static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         if (user)
                 return sd_bus_error_setf(error, ERR_BUSY, "Volume %s/%s is the source of volume %s.", p->name, v->name, user->name);
 
-        r = authorize_volume(v, msg, ACTION_VOLUME_MODIFY, error);
+        r = volume_authorize(v, msg, ACTION_VOLUME_MODIFY, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        r = volume_work_start(v, msg, 0, false, remove_work, remove_done, error);
+        r = volume_work_new(v, msg, &w);
+        if (r < 0)
+                return r;
+        r = volume_work_start(w, remove_work, remove_done, error);
         return r < 0 ? r : 1;
-}
-
-static int resize_work(void *userdata) {
-        VolumeWork *w = userdata;
-
-        return volume_resize(w->volume, w->size);
 }
 
 static void resize_done(int r, void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
 
-        if (r == -EFBIG)
-                (void) sd_bus_reply_method_errorf(w->msg, ERR_INVALID_ARGUMENT,
-                                                  "Size %" PRIu64 " is larger than the pool's filesystem allows.", w->size);
-        else if (r < 0)
-                (void) bus_reply_errno(w->msg, r, "Failed to resize the volume");
-        if (r >= 0) {
+        if (r < 0)
+                volume_work_reply_error(w, r, "Failed to resize the volume");
+        else {
+                if (v->state == VOLUME_STOPPED)
+                        volume_committed(v);
                 log_info("Resized volume %s/%s to %" PRIu64 " bytes.", v->pool->name, v->name, w->size);
                 (void) sd_bus_reply_method_return(w->msg, NULL);
         }
@@ -188,7 +229,7 @@ static void resize_done(int r, void *userdata) {
                 volume_emit_changed(v, "Size", "Usage", NULL);
         pool_refresh(v->pool);
         pool_emit_changed(v->pool, "Usage", "Available", NULL);
-        volume_work_free(w);
+        volume_work_free(w, r);
 }
 
 typedef struct ResizeOptions {
@@ -203,6 +244,7 @@ static const OptionSpec resize_spec[] = {
 static int method_resize(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Volume *v = userdata;
         ResizeOptions o = {};
+        VolumeWork *w;
         uint64_t size;
         int r;
 
@@ -215,20 +257,33 @@ static int method_resize(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         r = validate_volume_size(v->pool->manager, size, error);
         if (r < 0)
                 return r;
-        if (v->operation)
-                return sd_bus_error_setf(error, ERR_BUSY, "Volume %s/%s is busy with %s.", v->pool->name, v->name, v->operation);
+        r = volume_check_idle(v, error);
+        if (r < 0)
+                return r;
         if (size < v->size && !o.allow_shrink)
                 return sd_bus_error_setf(error, ERR_WOULD_SHRINK,
                                          "Size %" PRIu64 " is smaller than the volume's %" PRIu64 " bytes; "
                                          "pass allow_shrink to cut off its end.", size, v->size);
 
-        r = authorize_volume(v, msg, ACTION_VOLUME_MODIFY, error);
+        r = volume_authorize(v, msg, ACTION_VOLUME_MODIFY, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
 
         if (size == v->size)
                 return sd_bus_reply_method_return(msg, NULL);
-        r = volume_work_start(v, msg, size, false, resize_work, resize_done, error);
+        r = volume_work_new(v, msg, &w);
+        if (r < 0)
+                return r;
+        w->size = size;
+        /* A stopped volume gets a resized copy of its image: a job unless copies are instant. */
+        if (v->state == VOLUME_STOPPED && !v->pool->driver->copy_is_instant(v->pool, v->pool)) {
+                r = volume_work_publish_job(w, v->usage, error);
+                if (r < 0) {
+                        volume_work_free(w, r);
+                        return r;
+                }
+        }
+        r = volume_work_start(w, volume_resize_work, resize_done, error);
         return r < 0 ? r : 1;
 }
 
@@ -270,9 +325,9 @@ static int resolve_source(Volume *v, const char *path, const char **ret_name, sd
 static int validate_configure(Volume *v, VolumeConfig *c, uint32_t seen, const char **ret_source, sd_bus_error *error) {
         int r;
 
-        if (v->operation)
-                return sd_bus_error_setf(error, ERR_BUSY, "Volume %s/%s is busy with %s.", v->pool->name, v->name, v->operation);
-
+        r = volume_check_idle(v, error);
+        if (r < 0)
+                return r;
         r = validate_revisions_to_keep(v->pool->manager, c->revisions_to_keep, error);
         if (r < 0)
                 return r;
@@ -312,6 +367,23 @@ static int volume_apply_config(Volume *v, const VolumeConfig *c, const char *sou
         return 0;
 }
 
+/* A lower RevisionsToKeep takes effect at once: the oldest revisions go. */
+static int configure_prune(Volume *v, sd_bus_message *msg, sd_bus_error *error) {
+        VolumeWork *w;
+        int r;
+
+        r = volume_work_new(v, msg, &w);
+        if (r < 0)
+                return r;
+        r = volume_plan_revisions(v, false, 0, w);
+        if (r < 0) {
+                volume_work_free(w, r);
+                return r;
+        }
+        r = volume_start_pruning(w, error);
+        return r < 0 ? r : 1;
+}
+
 static int method_configure(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Volume *v = userdata;
         VolumeConfig c = {
@@ -331,14 +403,16 @@ static int method_configure(sd_bus_message *msg, void *userdata, sd_bus_error *e
         if (r < 0)
                 return r;
 
-        r = authorize_volume(v, msg, ACTION_VOLUME_MODIFY, error);
+        r = volume_authorize(v, msg, ACTION_VOLUME_MODIFY, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
 
         r = volume_apply_config(v, &c, source);
         if (r < 0)
                 return bus_error_from_errno(error, r, "Failed to save the volume's settings");
-        volume_emit_changed(v, "ReadOnly", "RevisionsToKeep", "SaveOnStop", "SnapOnStart", "Source", NULL);
+        volume_emit_changed(v, "ReadOnly", "RevisionsToKeep", "SaveOnStop", "SnapOnStart", "Source", "Outdated", NULL);
+        if (v->n_revisions > v->settings.revisions_to_keep)
+                return configure_prune(v, msg, error);
         return sd_bus_reply_method_return(msg, NULL);
 }
 
@@ -348,11 +422,11 @@ static int method_info(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         uint64_t size, usage;
         int r;
 
-        r = options_read(msg, no_options, NULL, NULL, error);
+        r = options_read(msg, volume_no_options, NULL, NULL, error);
         if (r < 0)
                 return r;
 
-        r = authorize_volume(v, msg, ACTION_VOLUME_READ, error);
+        r = volume_authorize(v, msg, ACTION_VOLUME_READ, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
 
@@ -389,7 +463,7 @@ const sd_bus_vtable volume_vtable[] = {
         SD_BUS_PROPERTY("Source", "o", property_get_source, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("RevisionsToKeep", "u", NULL, offsetof(Volume, settings.revisions_to_keep), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("State", "s", property_get_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("Outdated", "b", property_get_false, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Outdated", "b", property_get_outdated, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Revisions", "a(st)", property_get_revisions, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Created", "t", NULL, offsetof(Volume, settings.created), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Device", "s", property_get_device, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
@@ -411,5 +485,29 @@ const sd_bus_vtable volume_vtable[] = {
                                 SD_BUS_ARGS("a{sv}", options),
                                 SD_BUS_RESULT("a{sv}", info),
                                 method_info, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Start",
+                                SD_BUS_ARGS("a{sv}", options),
+                                SD_BUS_NO_RESULT,
+                                method_start, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Stop",
+                                SD_BUS_ARGS("a{sv}", options),
+                                SD_BUS_NO_RESULT,
+                                method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CreateSnapshot",
+                                SD_BUS_ARGS("a{sv}", options),
+                                SD_BUS_RESULT("s", revision),
+                                method_create_snapshot, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("RemoveRevision",
+                                SD_BUS_ARGS("s", revision, "a{sv}", options),
+                                SD_BUS_NO_RESULT,
+                                method_remove_revision, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Revert",
+                                SD_BUS_ARGS("s", revision, "a{sv}", options),
+                                SD_BUS_NO_RESULT,
+                                method_revert, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Clone",
+                                SD_BUS_ARGS("o", pool, "s", name, "a{sv}", options),
+                                SD_BUS_RESULT("o", volume),
+                                method_clone, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END
 };

@@ -3,9 +3,14 @@
  * into its pool's driver. */
 
 #include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <sys/stat.h>
 
 #include "errors.h"
+#include "job.h"
 #include "log.h"
+#include "polkit.h"
 #include "store.h"
 #include "volume.h"
 
@@ -47,6 +52,7 @@ Volume *volume_free(Volume *v) {
         if (!v)
                 return NULL;
         free(v->settings.source);
+        free(v->revisions);
         free(v->object_path);
         free(v->name);
         free(v);
@@ -55,6 +61,27 @@ Volume *volume_free(Volume *v) {
 
 int volume_open_dir(Volume *v) {
         return open_beneath(v->pool->volumes_fd, v->name, O_RDONLY | O_DIRECTORY, 0);
+}
+
+static json_object *revisions_to_json(Volume *v) {
+        _cleanup_(json_object_putp) json_object *a = json_object_new_array();
+
+        if (!a)
+                return NULL;
+        for (size_t i = 0; i < v->n_revisions; i++) {
+                json_object *r = json_object_new_object();
+                char id[21];
+
+                snprintf(id, sizeof id, "%" PRIu64, v->revisions[i].id);
+                if (!r || json_object_array_add(a, r) < 0) {
+                        json_object_put(r);
+                        return NULL;
+                }
+                if (json_object_object_add(r, "id", json_object_new_string(id)) < 0 ||
+                    json_object_object_add(r, "created", json_object_new_uint64(v->revisions[i].created)) < 0)
+                        return NULL;
+        }
+        return TAKE_PTR(a);
 }
 
 static json_object *volume_to_json(Volume *v) {
@@ -71,7 +98,10 @@ static json_object *volume_to_json(Volume *v) {
             json_object_object_add(o, "source", s->source ? json_object_new_string(s->source) : NULL) < 0 ||
             json_object_object_add(o, "revisions_to_keep", json_object_new_uint64(s->revisions_to_keep)) < 0 ||
             json_object_object_add(o, "created", json_object_new_uint64(s->created)) < 0 ||
-            json_object_object_add(o, "next_revision", json_object_new_uint64(v->next_revision)) < 0)
+            json_object_object_add(o, "next_revision", json_object_new_uint64(v->next_revision)) < 0 ||
+            json_object_object_add(o, "generation", json_object_new_uint64(v->generation)) < 0 ||
+            json_object_object_add(o, "source_generation", json_object_new_uint64(v->source_generation)) < 0 ||
+            json_object_object_add(o, "revisions", revisions_to_json(v)) < 0)
                 return NULL;
         return TAKE_PTR(o);
 }
@@ -95,6 +125,8 @@ static int volume_from_json(Volume *v, json_object *o) {
                                               v->pool->manager->limits.max_revisions_to_keep);
         s->created = json_get_u64(o, "created", 0);
         v->next_revision = json_get_u64(o, "next_revision", 1);
+        v->generation = json_get_u64(o, "generation", 0);
+        v->source_generation = json_get_u64(o, "source_generation", 0);
         if (source) {
                 s->source = strdup(source);
                 if (!s->source)
@@ -123,7 +155,7 @@ static int volume_stat_at(Volume *v, int vdir_fd) {
         uint64_t size, usage;
         int r;
 
-        r = v->pool->driver->volume_stat(v, vdir_fd, &size, &usage);
+        r = v->pool->driver->object_stat(vdir_fd, v->state == VOLUME_STARTED ? OBJECT_WORK : OBJECT_IMAGE, &size, &usage);
         if (r < 0)
                 return r;
         v->size = size;
@@ -137,6 +169,65 @@ int volume_stat(Volume *v) {
         if (vdir_fd < 0)
                 return vdir_fd;
         return volume_stat_at(v, vdir_fd);
+}
+
+static usec_t revision_created(json_object *o, uint64_t id, int dir_fd, const char *name) {
+        json_object *list;
+        struct stat st;
+
+        if (json_object_object_get_ex(o, "revisions", &list) && json_object_is_type(list, json_type_array))
+                for (size_t i = 0; i < json_object_array_length(list); i++) {
+                        json_object *e = json_object_array_get_idx(list, i);
+
+                        if (revision_id_from_string(json_get_string(e, "id") ?: "") == id)
+                                return json_get_u64(e, "created", 0);
+                }
+        /* Committed, but the daemon died before recording it: its file knows when. */
+        if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return 0;
+        return (usec_t) st.st_mtim.tv_sec * USEC_PER_SEC + (usec_t) st.st_mtim.tv_nsec / 1000;
+}
+
+static int compare_revisions(const void *a, const void *b) {
+        const Revision *x = a, *y = b;
+
+        return (x->id > y->id) - (x->id < y->id);
+}
+
+/* The revision objects on disk are the truth; volume.json only adds their creation times. A
+ * crash between committing and recording leaves no disagreement behind. */
+static int volume_load_revisions(Volume *v, int vdir_fd, json_object *o) {
+        _cleanup_(closedirp) DIR *d = NULL;
+        _cleanup_close_ int dir_fd = -EBADF;
+        struct dirent *de;
+        int r;
+
+        dir_fd = open_or_create_dir_beneath(vdir_fd, OBJECT_REVISIONS, 0700);
+        if (dir_fd < 0)
+                return dir_fd;
+        r = opendir_beneath(dir_fd, ".", &d);
+        if (r < 0)
+                return r;
+        while ((de = readdir(d))) {
+                uint64_t id = revision_id_from_string(de->d_name);
+                Revision *n;
+
+                if (strncmp(de->d_name, STORE_STAGING_PREFIX, strlen(STORE_STAGING_PREFIX)) == 0) {
+                        (void) remove_tree_beneath(dir_fd, de->d_name);   /* an unfinished commit */
+                        continue;
+                }
+                if (id == 0)
+                        continue;
+                n = reallocarray(v->revisions, v->n_revisions + 1, sizeof *n);
+                if (!n)
+                        return -ENOMEM;
+                v->revisions = n;
+                v->revisions[v->n_revisions++] = (Revision) { id, revision_created(o, id, dir_fd, de->d_name) };
+                if (id >= v->next_revision)
+                        v->next_revision = id + 1;
+        }
+        qsort(v->revisions, v->n_revisions, sizeof *v->revisions, compare_revisions);
+        return 0;
 }
 
 int volume_load(Pool *p, const char *name, Volume **ret) {
@@ -160,6 +251,10 @@ int volume_load(Pool *p, const char *name, Volume **ret) {
         if (r < 0)
                 return r;
         (void) store_remove_staging(vdir_fd);
+        r = volume_load_revisions(v, vdir_fd, o);
+        if (r < 0)
+                return r;
+        v->state = faccessat(vdir_fd, OBJECT_WORK, F_OK, AT_SYMLINK_NOFOLLOW) >= 0 ? VOLUME_STARTED : VOLUME_STOPPED;
         r = volume_stat_at(v, vdir_fd);
         if (r < 0)
                 return r;
@@ -168,8 +263,9 @@ int volume_load(Pool *p, const char *name, Volume **ret) {
 }
 
 /* The volume is built in a staging directory and renamed into place, so that after a crash there
- * is either a complete volume or a staging entry that the next start sweeps away. */
-int volume_create(Volume *v, uint64_t size, bool preallocate) {
+ * is either a complete volume or a staging entry that the next start sweeps away. fill makes its
+ * committed image. */
+static int volume_build(Volume *v, int (*fill)(Volume *v, int vdir_fd, void *userdata), void *userdata) {
         _cleanup_free_ char *staging = NULL;
         _cleanup_close_ int vdir_fd = -EBADF;
         Pool *p = v->pool;
@@ -183,9 +279,13 @@ int volume_create(Volume *v, uint64_t size, bool preallocate) {
                 r = vdir_fd;
                 goto fail;
         }
-        r = p->driver->volume_create(v, vdir_fd, size, preallocate);
+        r = fill(v, vdir_fd, userdata);
         if (r < 0)
                 goto fail;
+        if (mkdirat(vdir_fd, OBJECT_REVISIONS, 0700) < 0) {
+                r = -errno;
+                goto fail;
+        }
         r = volume_write_json(v, vdir_fd);
         if (r < 0)
                 goto fail;
@@ -198,25 +298,55 @@ int volume_create(Volume *v, uint64_t size, bool preallocate) {
         return volume_stat_at(v, vdir_fd);
 
 fail:
-        (void) p->driver->volume_remove(v, vdir_fd);
         (void) remove_tree_beneath(p->volumes_fd, staging);
         return r;
+}
+
+typedef struct NewImage {
+        uint64_t size;
+        bool preallocate;
+        Volume *source;
+        const char *source_object;
+        CopyProgress *progress;
+} NewImage;
+
+static int fill_empty(Volume *v, int vdir_fd, void *userdata) {
+        NewImage *n = userdata;
+
+        return v->pool->driver->object_create(v, vdir_fd, OBJECT_IMAGE, n->size, n->preallocate);
+}
+
+static int fill_copy(Volume *v, int vdir_fd, void *userdata) {
+        _cleanup_close_ int src_fd = -EBADF;
+        NewImage *n = userdata;
+        int r;
+
+        src_fd = volume_open_dir(n->source);
+        if (src_fd < 0)
+                return src_fd;
+        r = v->pool->driver->object_copy(v->pool, src_fd, n->source_object, vdir_fd, OBJECT_IMAGE, n->progress);
+        return r < 0 ? r : 0;
+}
+
+int volume_create(Volume *v, uint64_t size, bool preallocate) {
+        NewImage n = { .size = size, .preallocate = preallocate };
+
+        return volume_build(v, fill_empty, &n);
+}
+
+int volume_create_copy(Volume *v, Volume *source, const char *source_object, CopyProgress *progress) {
+        NewImage n = { .source = source, .source_object = source_object, .progress = progress };
+
+        return volume_build(v, fill_copy, &n);
 }
 
 /* The volume's directory is first renamed to a staging name, so that it vanishes atomically;
  * whatever a crash leaves of it afterwards is swept at the next start. */
 int volume_remove(Volume *v) {
         _cleanup_free_ char *staging = NULL;
-        _cleanup_close_ int vdir_fd = -EBADF;
         Pool *p = v->pool;
         int r;
 
-        vdir_fd = volume_open_dir(v);
-        if (vdir_fd < 0)
-                return vdir_fd;
-        r = p->driver->volume_remove(v, vdir_fd);
-        if (r < 0)
-                return r;
         r = staging_dir_create(p->volumes_fd, 0700, &staging);
         if (r < 0)
                 return r;
@@ -231,31 +361,43 @@ int volume_remove(Volume *v) {
         return 0;
 }
 
-int volume_resize(Volume *v, uint64_t size) {
-        _cleanup_close_ int vdir_fd = volume_open_dir(v);
-
-        if (vdir_fd < 0)
-                return vdir_fd;
-        return v->pool->driver->volume_resize(v, vdir_fd, size);
-}
-
-int volume_work_start(Volume *v, sd_bus_message *msg, uint64_t size, bool preallocate,
-                      WorkFunc work, WorkDone done, sd_bus_error *error) {
+int volume_work_new(Volume *v, sd_bus_message *msg, VolumeWork **ret) {
         VolumeWork *w;
-        int r;
 
         w = calloc(1, sizeof *w);
         if (!w)
                 return -ENOMEM;
-        *w = (VolumeWork) {
-                .msg = sd_bus_message_ref(msg),
-                .volume = v,
-                .size = size,
-                .preallocate = preallocate,
-        };
+        w->msg = sd_bus_message_ref(msg);
+        w->volume = v;
+        *ret = w;
+        return 0;
+}
+
+int volume_work_publish_job(VolumeWork *w, uint64_t bytes, sd_bus_error *error) {
+        const char *objects[3] = { w->volume->object_path, w->target ? w->target->object_path : NULL, NULL };
+        uid_t uid;
+        int r;
+
+        r = bus_message_sender_uid(w->msg, &uid);
+        if (r < 0)
+                return r;
+        r = job_new(w->volume->pool->manager, sd_bus_message_get_member(w->msg), objects, uid, bytes, &w->job);
+        if (r == -EMFILE)
+                return sd_bus_error_set(error, ERR_LIMITS_EXCEEDED, "Too many jobs are running; try again later.");
+        return r;
+}
+
+CopyProgress *volume_work_progress(VolumeWork *w) {
+        return w->job ? &w->job->progress : &w->progress;
+}
+
+int volume_work_start(VolumeWork *w, WorkFunc work, WorkDone done, sd_bus_error *error) {
+        Volume *v = w->volume;
+        int r;
+
         r = workers_run(v->pool->manager->workers, work, done, w);
         if (r < 0) {
-                volume_work_free(w);
+                volume_work_free(w, r);
                 if (r == -EMFILE)
                         return sd_bus_error_set(error, ERR_LIMITS_EXCEEDED, "Too many operations are running; try again later.");
                 return r;
@@ -264,12 +406,16 @@ int volume_work_start(Volume *v, sd_bus_message *msg, uint64_t size, bool preall
         return 0;
 }
 
-VolumeWork *volume_work_free(VolumeWork *w) {
+VolumeWork *volume_work_free(VolumeWork *w, int result) {
         if (!w)
                 return NULL;
         if (w->volume)
                 w->volume->operation = NULL;
+        if (w->job)
+                job_finish(w->job, result, result == -ECANCELED ? "Cancelled." : result < 0 ? strerror(-result) : "");
         sd_bus_message_unref(w->msg);
+        free(w->source_object);
+        free(w->prune);
         free(w);
         return NULL;
 }

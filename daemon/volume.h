@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include "pool.h"
+#include "worker.h"
 
 typedef enum VolumeState {
         VOLUME_STOPPED,
@@ -22,16 +23,26 @@ typedef struct VolumeSettings {
         usec_t created;
 } VolumeSettings;
 
+/* An earlier committed image, kept as OBJECT_REVISIONS "/<id>". */
+typedef struct Revision {
+        uint64_t id;            /* from the volume's counter, never a time */
+        usec_t created;
+} Revision;
+
 struct Volume {
         Pool *pool;
         char *name;
         char *object_path;
         VolumeSettings settings;
-        VolumeState state;
+        VolumeState state;      /* started exactly while OBJECT_WORK exists */
         const char *operation;  /* the method whose file work is running on it, or NULL */
         uint64_t next_revision; /* revision ids come from this counter */
+        Revision *revisions;    /* oldest first */
+        size_t n_revisions;
+        uint64_t generation;    /* counts changes of the committed image */
+        uint64_t source_generation; /* the source's generation when this volume started */
 
-        /* Read from the image itself by volume_stat(). */
+        /* Read by volume_stat() from the image the guest sees: the working copy while started. */
         uint64_t size;
         uint64_t usage;
 };
@@ -46,27 +57,59 @@ int volume_open_dir(Volume *v);
 int volume_load(Pool *p, const char *name, Volume **ret);
 int volume_save(Volume *v);
 int volume_create(Volume *v, uint64_t size, bool preallocate);
+/* A new volume whose committed image is a copy of source's object source_object. */
+int volume_create_copy(Volume *v, Volume *source, const char *source_object, CopyProgress *progress);
 int volume_remove(Volume *v);
-/* Changes the image's size; volume_stat() reads it back. */
-int volume_resize(Volume *v, uint64_t size);
 int volume_stat(Volume *v);
 
 bool volume_is_busy(Volume *v, const char **ret_reason);
 const char *volume_state_to_string(VolumeState s);
 
-/* File work on a volume that runs on a worker thread while its method call waits. */
+/* File work on a volume that runs on a worker thread while its method call waits: the
+ * parameters the loop decided, the progress the thread reports. */
 typedef struct VolumeWork {
         sd_bus_message *msg;    /* answered when the work is done */
         Volume *volume;
-        uint64_t size;
+        uint64_t size;          /* CreateVolume, Resize, Start: the size asked for */
         bool preallocate;
+        Volume *source;         /* Start of a snap_on_start volume, Clone: where the data comes from */
+        Volume *target;         /* Clone: the new volume */
+        char *source_object;    /* Clone: OBJECT_IMAGE or a revision's object */
+        uint64_t revision;      /* Revert, RemoveRevision: the revision acted on */
+        uint64_t new_revision;  /* Stop, CreateSnapshot, Revert: the id the old image gets, 0 none */
+        uint64_t *prune;        /* revisions to delete once the change is done */
+        size_t n_prune;
+        struct Job *job;        /* published when the work copies data */
+        CopyProgress progress;  /* used when there is no job */
 } VolumeWork;
 
-/* Runs work on a worker thread for the call msg; done gets the VolumeWork, replies and frees it
- * with volume_work_free(). While it runs, v->operation names the method. */
-int volume_work_start(Volume *v, sd_bus_message *msg, uint64_t size, bool preallocate,
-                      WorkFunc work, WorkDone done, sd_bus_error *error);
-VolumeWork *volume_work_free(VolumeWork *w);
+int volume_work_new(Volume *v, sd_bus_message *msg, VolumeWork **ret);
+/* Publishes a Job for this work, which will copy about bytes bytes. */
+int volume_work_publish_job(VolumeWork *w, uint64_t bytes, sd_bus_error *error);
+/* Runs work on a worker thread; done gets w back on the loop, replies and frees it with
+ * volume_work_free() (which also finishes its job with the result). While it runs,
+ * v->operation names the method. On failure w is freed. */
+int volume_work_start(VolumeWork *w, WorkFunc work, WorkDone done, sd_bus_error *error);
+CopyProgress *volume_work_progress(VolumeWork *w);
+VolumeWork *volume_work_free(VolumeWork *w, int result);
+
+/* The revision bookkeeping of a change, planned on the loop before the work (new_revision when
+ * adds_revision, the oldest revisions beyond RevisionsToKeep into prune, consumed not counted)
+ * and applied after it succeeded. */
+int volume_plan_revisions(Volume *v, bool adds_revision, uint64_t consumed, VolumeWork *w);
+void volume_apply_revisions(Volume *v, const VolumeWork *w, uint64_t consumed);
+const Revision *volume_find_revision(Volume *v, uint64_t id);
+uint64_t revision_id_from_string(const char *s);    /* 0 when not a revision id */
+char *revision_object(uint64_t id);                  /* OBJECT_REVISIONS "/<id>" */
+
+/* The work functions of the life cycle (volume-state.c), run on a worker thread. */
+int volume_start_work(void *userdata);
+int volume_stop_work(void *userdata);
+int volume_snapshot_work(void *userdata);
+int volume_revert_work(void *userdata);
+int volume_prune_work(void *userdata);
+int volume_resize_work(void *userdata);
+int volume_clone_work(void *userdata);
 
 /* Bus glue (volume-dbus.c). */
 extern const sd_bus_vtable volume_vtable[];

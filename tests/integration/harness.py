@@ -289,6 +289,31 @@ class Cistern:
     def introspect(self, path):
         return str(self.call(path, INTROSPECTABLE, "Introspect", ""))
 
+    # Life cycle, revisions and copies (SPEC §4.3), jobs (§4.4)
+    def start_volume(self, volume_obj, options=None):
+        self.call(volume_obj, VOLUME, "Start", "a{sv}", variant_dict(options))
+
+    def stop_volume(self, volume_obj, options=None):
+        self.call(volume_obj, VOLUME, "Stop", "a{sv}", variant_dict(options))
+
+    def create_snapshot(self, volume_obj, options=None):
+        return str(self.call(volume_obj, VOLUME, "CreateSnapshot", "a{sv}",
+                             variant_dict(options)))
+
+    def remove_revision(self, volume_obj, revision, options=None):
+        self.call(volume_obj, VOLUME, "RemoveRevision", "sa{sv}", revision,
+                  variant_dict(options))
+
+    def revert(self, volume_obj, revision, options=None):
+        self.call(volume_obj, VOLUME, "Revert", "sa{sv}", revision, variant_dict(options))
+
+    def clone(self, volume_obj, pool_obj, name, options=None):
+        return str(self.call(volume_obj, VOLUME, "Clone", "osa{sv}", pool_obj, name,
+                             variant_dict(options)))
+
+    def cancel_job(self, job_obj, options=None):
+        self.call(job_obj, JOB, "Cancel", "a{sv}", variant_dict(options))
+
 
 @dataclasses.dataclass
 class Outcome:
@@ -1164,6 +1189,279 @@ def properties_changed(path, interface, prop, value=None):
             return True
         return prop in changed and (value is None or changed[prop] == value)
     return match
+
+
+def job_completed(path):
+    return lambda s: s.interface == JOB and s.member == "Completed" and s.path == path
+
+
+def job_added(operation=None):
+    """InterfacesAdded of a Job (of `operation` when given)."""
+    def match(s):
+        if s.interface != OBJECT_MANAGER or s.member != "InterfacesAdded":
+            return False
+        props = s.args[1].get(JOB)
+        return props is not None and (operation is None or props.get("Operation") == operation)
+    return match
+
+
+# ---------------------------------------------------------------------------
+# Calls that run while the test keeps dispatching signals
+# ---------------------------------------------------------------------------
+
+class AsyncCall:
+    """One method call sent without waiting; wait() dispatches the main loop meanwhile.
+
+    Signals recorded by a SignalRecorder keep arriving while a test waits here.
+    """
+
+    def __init__(self, bus, path, iface, method, sig, *args, timeout=CALL_TIMEOUT):
+        self.finished = False
+        self.value = None
+        self.error = None
+        self.message = None
+        self.finished_at = None
+        bus.call_async(BUS_NAME, path, iface, method, sig, args, self._reply, self._error,
+                       timeout=timeout)
+        bus.flush()
+
+    def _reply(self, *value):
+        self.value = unwrap(value[0]) if len(value) == 1 else unwrap(value)
+        self.finished, self.finished_at = True, time.monotonic()
+
+    def _error(self, e):
+        self.error, self.message = e.get_dbus_name(), e.get_dbus_message()
+        self.finished, self.finished_at = True, time.monotonic()
+
+    @property
+    def ok(self):
+        return self.finished and self.error is None
+
+    def wait(self, timeout=CALL_TIMEOUT):
+        """Dispatch until the reply (or error) arrived; True if it did within timeout."""
+        context = GLib.MainContext.default()
+        deadline = time.monotonic() + timeout
+        wakeup = GLib.timeout_add(20, lambda: True)
+        try:
+            while not self.finished and time.monotonic() < deadline:
+                context.iteration(True)
+        finally:
+            GLib.source_remove(wakeup)
+        return self.finished
+
+    def __str__(self):
+        if not self.finished:
+            return "no answer yet"
+        return "ok: %r" % (self.value,) if self.ok else "%s: %s" % (self.error, self.message)
+
+
+# ---------------------------------------------------------------------------
+# Image content, as the tests write and read it through a dir pool's layout
+# ---------------------------------------------------------------------------
+
+def dir_volume_file(pool_dir, volume, *names):
+    """<pool dir>/volumes/<volume>/<names…>: 'image', 'work', 'revisions', '<id>'."""
+    return os.path.join(pool_dir, "volumes", volume, *names)
+
+
+def write_pattern(path, seed, chunks=8, chunk_size=64 * KiB, span=None):
+    """pwrite `chunks` blocks of data unique to `seed` at offsets spread over the file.
+
+    The file keeps its size (the blocks lie inside it, or inside `span` bytes);
+    the untouched ranges stay what they were (holes stay holes).  Returns the
+    offsets written."""
+    size = span if span is not None else os.path.getsize(path)
+    if size < chunk_size:
+        raise ValueError("file %s too small for the pattern" % path)
+    slots = max(1, size // chunk_size)
+    step = max(1, slots // chunks)
+    offsets = sorted({min(slots - 1, i * step + (seed % step if step > 1 else 0)) * chunk_size
+                      for i in range(chunks)})
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        for offset in offsets:
+            os.pwrite(fd, pattern_block(seed, offset, chunk_size), offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return offsets
+
+
+def pattern_block(seed, offset, length):
+    """Deterministic bytes, different for every (seed, offset), never all zero."""
+    head = ("cistern seed=%d offset=%d;" % (seed, offset)).encode()
+    out = bytearray()
+    counter = 0
+    while len(out) < length:
+        out += hashlib.sha256(head + counter.to_bytes(8, "little")).digest() * 32
+        counter += 1
+    return bytes(out[:length])
+
+
+def file_sha256(path_or_fd):
+    """sha256 of a whole file (a path, or an fd read with pread from 0)."""
+    h = hashlib.sha256()
+    fd = os.open(path_or_fd, os.O_RDONLY | os.O_CLOEXEC) \
+        if isinstance(path_or_fd, str) else path_or_fd
+    try:
+        offset = 0
+        while True:
+            block = os.pread(fd, 4 * MiB, offset)
+            if not block:
+                break
+            h.update(block)
+            offset += len(block)
+    finally:
+        if isinstance(path_or_fd, str):
+            os.close(fd)
+    return h.hexdigest()
+
+
+def content_sha256(path, size=None):
+    """sha256 the file would have after truncation or extension to `size` (zeros beyond)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        remaining = size if size is not None else os.fstat(f.fileno()).st_size
+        while remaining > 0:
+            block = f.read(min(4 * MiB, remaining))
+            if not block:
+                break
+            h.update(block)
+            remaining -= len(block)
+    while remaining > 0:
+        n = min(4 * MiB, remaining)
+        h.update(bytes(n))
+        remaining -= n
+    return h.hexdigest()
+
+
+def zeros_sha256(size):
+    """sha256 of `size` zero bytes."""
+    h = hashlib.sha256()
+    block = bytes(4 * MiB)
+    while size > 0:
+        h.update(block[:min(size, len(block))])
+        size -= min(size, len(block))
+    return h.hexdigest()
+
+
+def data_segments(path):
+    """[(start, end)] of the data ranges of a file, found with SEEK_DATA/SEEK_HOLE."""
+    segments = []
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        offset = 0
+        while offset < size:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == 6:   # ENXIO: no data beyond offset
+                    break
+                raise
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            segments.append((start, end))
+            offset = end
+    finally:
+        os.close(fd)
+    return segments
+
+
+FS_IOC_FIEMAP = 0xC020660B
+FIEMAP_FLAG_SYNC = 0x1
+FIEMAP_EXTENT_LAST = 0x1
+FIEMAP_EXTENT_SHARED = 0x2000
+
+
+def fiemap(path):
+    """[(logical, physical, length, flags)] of a file's extents (FS_IOC_FIEMAP)."""
+    import fcntl
+    import struct
+    extents = []
+    batch = 128
+    start = 0
+    with open(path, "rb") as f:
+        while True:
+            header = struct.pack("=QQIIII", start, 2 ** 64 - 1 - start, FIEMAP_FLAG_SYNC, 0,
+                                 batch, 0)
+            buf = bytearray(header + bytes(56 * batch))
+            fcntl.ioctl(f.fileno(), FS_IOC_FIEMAP, buf)
+            mapped = struct.unpack_from("=I", buf, 20)[0]
+            if mapped == 0:
+                break
+            last = False
+            for i in range(mapped):
+                logical, physical, length, _, _, flags = struct.unpack_from(
+                    "=QQQQQI", buf, 32 + 56 * i)
+                extents.append((logical, physical, length, flags))
+                last = bool(flags & FIEMAP_EXTENT_LAST)
+            if last:
+                break
+            start = extents[-1][0] + extents[-1][2]
+    return extents
+
+
+def shared_bytes(path):
+    """Bytes of a file in extents the filesystem reports as shared (reflinked)."""
+    return sum(length for _, _, length, flags in fiemap(path) if flags & FIEMAP_EXTENT_SHARED)
+
+
+def staging_entries(root):
+    """Every entry below root named like a staging file (".stage-*"), relative paths."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            if name.startswith(".stage-"):
+                found.append(os.path.relpath(os.path.join(dirpath, name), root))
+    return sorted(found)
+
+
+def revision_files(pool_dir, volume):
+    """Revision ids present as files in a dir-pool volume's revisions/ (no staging), by id."""
+    directory = dir_volume_file(pool_dir, volume, "revisions")
+    if not os.path.isdir(directory):
+        return []
+    names = [n for n in os.listdir(directory) if not n.startswith(".stage-")]
+    return sorted(names, key=lambda n: (len(n), n))
+
+
+def dir_pool_inconsistencies(client, pool_dir, pool_obj):
+    """What disagrees between a dir pool's objects and its files (empty list: nothing).
+
+    Checks: no staging entry anywhere; one volume directory per Volume object;
+    each volume's Revisions ids are exactly its revision files; State is
+    "started" exactly when a working copy exists; Size is the size of the
+    image the guest sees (the working copy while started)."""
+    problems = []
+    staging = staging_entries(pool_dir)
+    if staging:
+        problems.append("staging entries left: %s" % staging)
+    volumes = {}
+    for obj in client.prop(pool_obj, POOL, "Volumes"):
+        volumes[client.prop(obj, VOLUME, "Name")] = obj
+    volumes_dir = os.path.join(pool_dir, "volumes")
+    dirs = sorted(n for n in os.listdir(volumes_dir) if not n.startswith(".stage-"))
+    if dirs != sorted(volumes):
+        problems.append("volume directories %s but Volumes %s" % (dirs, sorted(volumes)))
+    for name, obj in sorted(volumes.items()):
+        props = client.props(obj, VOLUME)
+        ids = [rev_id for rev_id, _ in props["Revisions"]]
+        files = revision_files(pool_dir, name)
+        if sorted(ids, key=lambda n: (len(n), n)) != files:
+            problems.append("%s: Revisions %s but revision files %s" % (name, ids, files))
+        work = dir_volume_file(pool_dir, name, "work")
+        image = dir_volume_file(pool_dir, name, "image")
+        state = "started" if os.path.exists(work) else "stopped"
+        if props["State"] != state:
+            problems.append("%s: State %s but the working copy %s" % (
+                name, props["State"], "exists" if state == "started" else "is absent"))
+        seen = work if state == "started" else image
+        if os.path.exists(seen) and props["Size"] != os.path.getsize(seen):
+            problems.append("%s: Size %d but %s has %d bytes" % (
+                name, props["Size"], os.path.basename(seen), os.path.getsize(seen)))
+        if state == "stopped" and props["SaveOnStop"] and not os.path.exists(image):
+            problems.append("%s: no committed image" % name)
+    return problems
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,277 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* copy_file_range(), SEEK_DATA and SEEK_HOLE. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "copy.h"
+#include "log.h"
+
+/* The most one copy_file_range() call moves, and so the most copied between two looks at
+ * progress->cancel: a fraction of a second even on a slow disk, and large enough that the
+ * per-call cost vanishes next to the copying itself. */
+#define COPY_CHUNK (UINT64_C(8) << 20)
+/* The buffer of the read/write fallback. */
+#define BUFFER_SIZE ((size_t) 1 << 20)
+
+static const char *const reflink_mode_table[_REFLINK_MODE_MAX] = {
+        [REFLINK_AUTO] = "auto",
+        [REFLINK_REQUIRE] = "require",
+        [REFLINK_NEVER] = "never",
+};
+
+const char *reflink_mode_to_string(ReflinkMode m) {
+        if ((unsigned) m >= _REFLINK_MODE_MAX)
+                return NULL;
+        return reflink_mode_table[m];
+}
+
+int reflink_mode_from_string(const char *s) {
+        if (!s)
+                return -EINVAL;
+        for (int i = 0; i < _REFLINK_MODE_MAX; i++)
+                if (streq(reflink_mode_table[i], s))
+                        return i;
+        return -EINVAL;
+}
+
+static bool copy_cancelled(CopyProgress *progress) {
+        return progress && atomic_load_explicit(&progress->cancel, memory_order_relaxed);
+}
+
+static void progress_add(CopyProgress *progress, uint64_t n) {
+        if (progress)
+                atomic_fetch_add_explicit(&progress->done, n, memory_order_relaxed);
+}
+
+/* The errors with which FICLONE says "not here" rather than "failed". Measured on Linux 6.1+:
+ *   EOPNOTSUPP  the filesystem cannot share blocks (ext4, tmpfs, xfs without reflink=1), or
+ *               src and dst are the same file on ext4;
+ *   EXDEV       the files are on different filesystems, or one is a pipe or a device;
+ *   EINVAL      ranges the filesystem cannot share (e.g. the same file on xfs);
+ *   EBADF       src not open for reading, dst not open for writing or opened O_APPEND.
+ * Everything else (EIO, ENOSPC, EDQUOT, EISDIR...) is a real failure, which a fallback copy
+ * would only hide or repeat. ENOTTY too: FICLONE is handled by the VFS for every fd since
+ * Linux 4.5, so ENOTTY can only come from an older kernel or something that is not a file. */
+static bool reflink_unsupported(int error) {
+        switch (error) {
+        case EBADF:
+        case EINVAL:
+        case EOPNOTSUPP:
+        case EXDEV:
+                return true;
+        default:
+                return false;
+        }
+}
+
+int copy_reflink(int src_fd, int dst_fd) {
+        if (ioctl(dst_fd, FICLONE, src_fd) >= 0)
+                return 1;
+        if (!reflink_unsupported(errno))
+                return -errno;
+        log_debug_errno(errno, "Cannot reflink here, a copy is needed: %m");
+        return 0;
+}
+
+/* The first data range of fd at or after offset, cut at size (fd's size when the copy began):
+ * 1 and [*ret_start, *ret_end), or 0 when only a hole remains. */
+static int next_data_range(int fd, uint64_t offset, uint64_t size, uint64_t *ret_start, uint64_t *ret_end) {
+        off_t data, hole;
+
+        if (offset >= size)
+                return 0;
+        data = lseek(fd, (off_t) offset, SEEK_DATA);
+        if (data < 0)
+                return errno == ENXIO ? 0 : -errno;
+        if ((uint64_t) data >= size)
+                return 0;
+        hole = lseek(fd, data, SEEK_HOLE);
+        if (hole < 0)
+                return -errno;
+
+        *ret_start = (uint64_t) data;
+        *ret_end = MIN((uint64_t) hole, size);
+        return 1;
+}
+
+uint64_t copy_data_size(int fd) {
+        uint64_t offset = 0, start = 0, end = 0, sum = 0;
+        struct stat st;
+        int r;
+
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+                return 0;
+        while ((r = next_data_range(fd, offset, (uint64_t) st.st_size, &start, &end)) > 0) {
+                sum += end - start;
+                offset = end;
+        }
+        /* Only an estimate for progress: when the map cannot be read, the copy will say why. */
+        return r < 0 ? (uint64_t) st.st_size : sum;
+}
+
+typedef struct Copy {
+        int src_fd;
+        int dst_fd;
+        CopyProgress *progress;
+        bool read_write;        /* copy_file_range() refused: copy through buffer */
+        void *buffer;
+} Copy;
+
+/* Copies from *offset up to end with copy_file_range(), advancing *offset. Stops early, with
+ * c->read_write set, when the kernel cannot copy between these files. */
+static int copy_in_kernel(Copy *c, uint64_t *offset, uint64_t end) {
+        while (*offset < end) {
+                loff_t in = (loff_t) *offset, out = (loff_t) *offset;
+                ssize_t n;
+
+                n = copy_file_range(c->src_fd, &in, c->dst_fd, &out, end - *offset, 0);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno != EXDEV && errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL)
+                                return -errno;
+                        log_debug_errno(errno, "copy_file_range() refused, copying through a buffer: %m");
+                        c->read_write = true;
+                        return 0;
+                }
+                if (n == 0) {
+                        /* Inside a data range, so not the end of src: some filesystems report
+                         * "nothing copied" instead of an error. read() will tell. */
+                        log_debug("copy_file_range() copied nothing, copying through a buffer.");
+                        c->read_write = true;
+                        return 0;
+                }
+                *offset += (uint64_t) n;
+                progress_add(c->progress, (uint64_t) n);
+        }
+        return 0;
+}
+
+static int write_all_at(int fd, const uint8_t *p, size_t n, uint64_t offset) {
+        while (n > 0) {
+                ssize_t k = pwrite(fd, p, n, (off_t) offset);
+
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += k;
+                n -= (size_t) k;
+                offset += (uint64_t) k;
+        }
+        return 0;
+}
+
+static int copy_through_buffer(Copy *c, uint64_t *offset, uint64_t end) {
+        if (!c->buffer) {
+                c->buffer = malloc(BUFFER_SIZE);
+                if (!c->buffer)
+                        return -ENOMEM;
+        }
+
+        while (*offset < end) {
+                ssize_t n = pread(c->src_fd, c->buffer, MIN(end - *offset, BUFFER_SIZE), (off_t) *offset);
+                int r;
+
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)     /* src shrank under us: a committed image never does */
+                        return -EIO;
+                r = write_all_at(c->dst_fd, c->buffer, (size_t) n, *offset);
+                if (r < 0)
+                        return r;
+                *offset += (uint64_t) n;
+                progress_add(c->progress, (uint64_t) n);
+        }
+        return 0;
+}
+
+static int copy_range(Copy *c, uint64_t offset, uint64_t end) {
+        while (offset < end) {
+                uint64_t chunk_end = MIN(end, offset + COPY_CHUNK);
+                int r;
+
+                if (copy_cancelled(c->progress))
+                        return -ECANCELED;
+                if (!c->read_write) {
+                        r = copy_in_kernel(c, &offset, chunk_end);
+                        if (r < 0)
+                                return r;
+                }
+                if (c->read_write) {
+                        r = copy_through_buffer(c, &offset, chunk_end);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
+int copy_sparse(int src_fd, int dst_fd, CopyProgress *progress) {
+        Copy c = { .src_fd = src_fd, .dst_fd = dst_fd, .progress = progress };
+        uint64_t size, offset = 0, start = 0, end = 0;
+        struct stat st, dst_st;
+        int r;
+
+        if (fstat(src_fd, &st) < 0 || fstat(dst_fd, &dst_st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode) || !S_ISREG(dst_st.st_mode))
+                return -EINVAL;
+        if (copy_cancelled(progress))
+                return -ECANCELED;
+
+        /* Sizing dst first keeps a trailing hole, which no data range reaches; emptying it first
+         * makes sure every hole of src is a hole of dst, whatever dst held. */
+        size = (uint64_t) st.st_size;
+        if (dst_st.st_size > 0 && ftruncate(dst_fd, 0) < 0)
+                return -errno;
+        if (ftruncate(dst_fd, st.st_size) < 0)
+                return -errno;
+
+        while ((r = next_data_range(src_fd, offset, size, &start, &end)) > 0) {
+                r = copy_range(&c, start, end);
+                if (r < 0)
+                        break;
+                offset = end;
+        }
+        free(c.buffer);
+        return r < 0 ? r : 0;
+}
+
+int copy_file(int src_fd, int dst_fd, ReflinkMode mode, CopyProgress *progress) {
+        int r;
+
+        if ((unsigned) mode >= _REFLINK_MODE_MAX)
+                return -EINVAL;
+        if (copy_cancelled(progress))
+                return -ECANCELED;
+
+        if (mode != REFLINK_NEVER) {
+                r = copy_reflink(src_fd, dst_fd);
+                if (r < 0)
+                        return r;
+                if (r > 0) {
+                        /* All at once: the job is complete. Only this thread writes done. */
+                        if (progress && atomic_load(&progress->done) < progress->total)
+                                atomic_store(&progress->done, progress->total);
+                        return 1;
+                }
+                if (mode == REFLINK_REQUIRE)
+                        return -EOPNOTSUPP;
+        }
+
+        r = copy_sparse(src_fd, dst_fd, progress);
+        return r < 0 ? r : 0;
+}

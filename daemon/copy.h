@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <stdatomic.h>
+
+#include "util.h"
+
+/* The copy engine of the dir driver. A reflink (FICLONE) shares all blocks at once; when the
+ * filesystem cannot reflink, a sparse copy moves only the data, leaving holes as holes. The
+ * fallback is taken only for the errors that mean "cannot reflink here" (EBADF, EINVAL,
+ * EOPNOTSUPP, EXDEV): anything else may be a real storage error and fails the copy. */
+
+typedef enum ReflinkMode {
+        REFLINK_AUTO,           /* reflink, else sparse copy */
+        REFLINK_REQUIRE,        /* reflink or fail */
+        REFLINK_NEVER,          /* always a sparse copy */
+        _REFLINK_MODE_MAX,
+} ReflinkMode;
+
+const char *reflink_mode_to_string(ReflinkMode m);
+int reflink_mode_from_string(const char *s);   /* ReflinkMode or -EINVAL */
+
+/* Shared between the copying thread and the event loop: the thread adds to done, the loop
+ * reads it for Job progress and sets cancel. */
+typedef struct CopyProgress {
+        uint64_t total;                 /* bytes to copy, set before the copy starts */
+        _Atomic uint64_t done;
+        atomic_bool cancel;
+} CopyProgress;
+
+/* FICLONE src onto dst. 1 done; 0 the filesystem cannot reflink these files (the fallback
+ * errors above); negative errno on any other failure. */
+int copy_reflink(int src_fd, int dst_fd);
+
+/* Copies the regular file src into the empty regular file dst: dst gets src's size, data ranges
+ * found with SEEK_DATA/SEEK_HOLE are copied with copy_file_range() (through a buffer where the
+ * kernel cannot copy between the two files), holes stay holes. Checks progress->cancel between
+ * chunks of at most 8 MiB (-ECANCELED) and adds the data bytes copied to progress->done;
+ * progress may be NULL. -EINVAL when either file is not regular. Moves src's file offset; does
+ * not fsync. On a filesystem that can reflink, the kernel may share blocks inside
+ * copy_file_range() all the same. */
+int copy_sparse(int src_fd, int dst_fd, CopyProgress *progress);
+
+/* A reflink or a sparse copy as mode says. Returns 1 when reflinked (progress->done is then
+ * raised to progress->total), 0 when copied; REFLINK_REQUIRE where the filesystem cannot
+ * reflink is -EOPNOTSUPP. The fds stay the caller's; a failed copy leaves dst for the caller to
+ * discard. */
+int copy_file(int src_fd, int dst_fd, ReflinkMode mode, CopyProgress *progress);
+
+/* The bytes in fd's data ranges (SEEK_DATA/SEEK_HOLE), what copy_sparse() will add to
+ * progress->done: for setting progress->total. Only an estimate: fd's size when the map cannot
+ * be read, 0 when fd is not a regular file. Moves fd's file offset. */
+uint64_t copy_data_size(int fd);

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <systemd/sd-bus.h>
+
+#include "options.h"
+#include "volume.h"
+
+/* Shared by the Volume method handlers in volume-dbus.c and volume-life-dbus.c. */
+
+extern const OptionSpec volume_no_options[];
+
+/* polkit for action, or its "-own" variant when the caller owns v. */
+int volume_authorize(Volume *v, sd_bus_message *msg, const char *action, sd_bus_error *error);
+
+/* Busy when file work on v is in progress. */
+int volume_check_idle(Volume *v, sd_bus_error *error);
+
+/* Replies to the call of w with the error r (ECANCELED is Cancelled) about what. */
+void volume_work_reply_error(VolumeWork *w, int r, const char *what);
+
+/* After the committed image of v changed: count it, save, and tell volumes started from it that
+ * they are outdated now. */
+void volume_committed(Volume *v);
+
+/* Deletes the revisions planned in w, then saves and replies. */
+int volume_start_pruning(VolumeWork *w, sd_bus_error *error);
+
+int method_start(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_stop(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_create_snapshot(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_remove_revision(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_revert(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_clone(sd_bus_message *msg, void *userdata, sd_bus_error *error);

@@ -1,0 +1,295 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The life cycle every driver shares: start, stop, revisions, revert, resize, clone. The work
+ * functions run on a worker thread and only move objects through the pool's driver; the loop
+ * plans them (revision ids, what to prune) and applies the outcome to the volume afterwards.
+ *
+ * A committed image is never written in place. Each change makes a new object under a staging
+ * name and renames it over the old one, so that at every instant one complete committed image
+ * exists and a crash leaves at most staging objects, which the next start sweeps away. */
+
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "store.h"
+#include "volume.h"
+
+uint64_t revision_id_from_string(const char *s) {
+        uint64_t id = 0;
+
+        if (!s || !*s || *s == '0' || strlen(s) > 19)
+                return 0;
+        for (const char *c = s; *c; c++) {
+                if (*c < '0' || *c > '9')
+                        return 0;
+                id = id * 10 + (uint64_t) (*c - '0');
+        }
+        return id;
+}
+
+char *revision_object(uint64_t id) {
+        char *s;
+
+        if (asprintf(&s, OBJECT_REVISIONS "/%" PRIu64, id) < 0)
+                return NULL;
+        return s;
+}
+
+const Revision *volume_find_revision(Volume *v, uint64_t id) {
+        for (size_t i = 0; i < v->n_revisions; i++)
+                if (v->revisions[i].id == id)
+                        return &v->revisions[i];
+        return NULL;
+}
+
+int volume_plan_revisions(Volume *v, bool adds_revision, uint64_t consumed, VolumeWork *w) {
+        uint32_t keep = v->settings.revisions_to_keep;
+        size_t count = v->n_revisions - (consumed ? 1 : 0), excess;
+
+        w->new_revision = adds_revision && keep > 0 ? v->next_revision : 0;
+        if (w->new_revision)
+                count++;
+        excess = count > keep ? count - keep : 0;
+        if (excess == 0)
+                return 0;
+        w->prune = calloc(excess, sizeof *w->prune);
+        if (!w->prune)
+                return -ENOMEM;
+        for (size_t i = 0; i < v->n_revisions && w->n_prune < excess; i++)   /* oldest first */
+                if (v->revisions[i].id != consumed)
+                        w->prune[w->n_prune++] = v->revisions[i].id;
+        return 0;
+}
+
+void volume_apply_revisions(Volume *v, const VolumeWork *w, uint64_t consumed) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < v->n_revisions; i++) {
+                bool gone = v->revisions[i].id == consumed;
+
+                for (size_t k = 0; k < w->n_prune && !gone; k++)
+                        gone = v->revisions[i].id == w->prune[k];
+                if (!gone)
+                        v->revisions[n++] = v->revisions[i];
+        }
+        v->n_revisions = n;
+        if (w->new_revision) {
+                /* The array had room for the consumed or pruned entry, or gets it now. */
+                Revision *r = reallocarray(v->revisions, n + 1, sizeof *r);
+
+                if (r) {
+                        v->revisions = r;
+                        v->revisions[v->n_revisions++] = (Revision) { w->new_revision, now_usec(CLOCK_REALTIME) };
+                }
+                v->next_revision = w->new_revision + 1;
+        }
+}
+
+static int prune(const Volume *v, int vdir_fd, const VolumeWork *w) {
+        int ret = 0;
+
+        for (size_t i = 0; i < w->n_prune; i++) {
+                _cleanup_free_ char *object = revision_object(w->prune[i]);
+                int r;
+
+                if (!object)
+                        return -ENOMEM;
+                r = v->pool->driver->object_remove(vdir_fd, object);
+                if (r < 0 && r != -ENOENT && ret == 0)
+                        ret = r;
+        }
+        return ret;
+}
+
+/* Keeps the committed image as revision new_revision, in two steps: first a staging link that
+ * a crash sweeps away, then — once the caller replaced the image — its final name. */
+static int keep_image_as(const Volume *v, int vdir_fd, char **ret_staging) {
+        _cleanup_free_ char *name = NULL, *staging = NULL;
+        int r;
+
+        r = staging_name_new(&name);
+        if (r < 0)
+                return r;
+        if (asprintf(&staging, OBJECT_REVISIONS "/%s", name) < 0)
+                return -ENOMEM;
+        r = v->pool->driver->object_link(vdir_fd, OBJECT_IMAGE, staging);
+        if (r < 0)
+                return r;
+        *ret_staging = TAKE_PTR(staging);
+        return 0;
+}
+
+static int publish_revision(const Volume *v, int vdir_fd, const char *staging, uint64_t id) {
+        _cleanup_free_ char *object = revision_object(id);
+
+        if (!object)
+                return -ENOMEM;
+        return v->pool->driver->object_rename(vdir_fd, staging, object, false);
+}
+
+/* Makes a new object with a fresh staging name by calling make, then renames it to dst. */
+static int make_object(const Volume *v, int vdir_fd, const char *dst, bool replace,
+                       int (*make)(const VolumeWork *w, int vdir_fd, const char *name), const VolumeWork *w) {
+        const PoolDriver *d = v->pool->driver;
+        _cleanup_free_ char *staging = NULL;
+        int r;
+
+        r = staging_name_new(&staging);
+        if (r < 0)
+                return r;
+        r = make(w, vdir_fd, staging);
+        if (r >= 0)
+                r = d->object_rename(vdir_fd, staging, dst, replace);
+        if (r < 0)
+                (void) d->object_remove(vdir_fd, staging);
+        return r;
+}
+
+static int make_working_copy(const VolumeWork *w, int vdir_fd, const char *name) {
+        const Volume *v = w->volume;
+        const PoolDriver *d = v->pool->driver;
+        CopyProgress *progress = volume_work_progress((VolumeWork *) w);
+        _cleanup_close_ int src_fd = -EBADF;
+        uint64_t size, usage;
+        int r;
+
+        if (!v->settings.save_on_stop && !v->settings.snap_on_start)
+                return d->object_create((Volume *) v, vdir_fd, name, w->size, false);   /* volatile */
+        if (v->settings.snap_on_start) {
+                src_fd = volume_open_dir(w->source);
+                if (src_fd < 0)
+                        return src_fd;
+        }
+        r = d->object_copy(v->pool, src_fd >= 0 ? src_fd : vdir_fd, OBJECT_IMAGE, vdir_fd, name, progress);
+        if (r < 0)
+                return r;
+        /* A snapshot is at least as large as the volume itself. */
+        r = d->object_stat(vdir_fd, name, &size, &usage);
+        if (r >= 0 && size < w->size)
+                r = d->object_resize(vdir_fd, name, w->size);
+        return r;
+}
+
+int volume_start_work(void *userdata) {
+        VolumeWork *w = userdata;
+        _cleanup_close_ int vdir_fd = volume_open_dir(w->volume);
+
+        if (vdir_fd < 0)
+                return vdir_fd;
+        return make_object(w->volume, vdir_fd, OBJECT_WORK, false, make_working_copy, w);
+}
+
+int volume_stop_work(void *userdata) {
+        VolumeWork *w = userdata;
+        Volume *v = w->volume;
+        const PoolDriver *d = v->pool->driver;
+        _cleanup_close_ int vdir_fd = volume_open_dir(v);
+        _cleanup_free_ char *staging = NULL;
+        int r;
+
+        if (vdir_fd < 0)
+                return vdir_fd;
+        if (!v->settings.save_on_stop)
+                return d->object_remove(vdir_fd, OBJECT_WORK);
+
+        r = d->object_sync(vdir_fd, OBJECT_WORK);
+        if (r < 0)
+                return r;
+        if (w->new_revision) {
+                r = keep_image_as(v, vdir_fd, &staging);
+                if (r < 0)
+                        return r;
+        }
+        r = d->object_rename(vdir_fd, OBJECT_WORK, OBJECT_IMAGE, true);   /* the commit */
+        if (r < 0) {
+                if (staging)
+                        (void) d->object_remove(vdir_fd, staging);
+                return r;
+        }
+        if (staging)
+                (void) publish_revision(v, vdir_fd, staging, w->new_revision);
+        (void) prune(v, vdir_fd, w);
+        return 0;
+}
+
+int volume_snapshot_work(void *userdata) {
+        VolumeWork *w = userdata;
+        _cleanup_close_ int vdir_fd = volume_open_dir(w->volume);
+        _cleanup_free_ char *object = revision_object(w->new_revision);
+        int r;
+
+        if (vdir_fd < 0)
+                return vdir_fd;
+        if (!object)
+                return -ENOMEM;
+        r = w->volume->pool->driver->object_link(vdir_fd, OBJECT_IMAGE, object);
+        if (r < 0)
+                return r;
+        (void) prune(w->volume, vdir_fd, w);
+        return 0;
+}
+
+int volume_revert_work(void *userdata) {
+        VolumeWork *w = userdata;
+        Volume *v = w->volume;
+        const PoolDriver *d = v->pool->driver;
+        _cleanup_close_ int vdir_fd = volume_open_dir(v);
+        _cleanup_free_ char *staging = NULL, *chosen = revision_object(w->revision);
+        int r;
+
+        if (vdir_fd < 0)
+                return vdir_fd;
+        if (!chosen)
+                return -ENOMEM;
+        if (w->new_revision) {
+                r = keep_image_as(v, vdir_fd, &staging);
+                if (r < 0)
+                        return r;
+        }
+        r = d->object_rename(vdir_fd, chosen, OBJECT_IMAGE, true);
+        if (r < 0) {
+                if (staging)
+                        (void) d->object_remove(vdir_fd, staging);
+                return r;
+        }
+        if (staging)
+                (void) publish_revision(v, vdir_fd, staging, w->new_revision);
+        (void) prune(v, vdir_fd, w);
+        return 0;
+}
+
+int volume_prune_work(void *userdata) {
+        VolumeWork *w = userdata;
+        _cleanup_close_ int vdir_fd = volume_open_dir(w->volume);
+
+        if (vdir_fd < 0)
+                return vdir_fd;
+        return prune(w->volume, vdir_fd, w);
+}
+
+static int make_resized_image(const VolumeWork *w, int vdir_fd, const char *name) {
+        const PoolDriver *d = w->volume->pool->driver;
+        int r;
+
+        r = d->object_copy(w->volume->pool, vdir_fd, OBJECT_IMAGE, vdir_fd, name, volume_work_progress((VolumeWork *) w));
+        if (r < 0)
+                return r;
+        return d->object_resize(vdir_fd, name, w->size);
+}
+
+int volume_resize_work(void *userdata) {
+        VolumeWork *w = userdata;
+        _cleanup_close_ int vdir_fd = volume_open_dir(w->volume);
+
+        if (vdir_fd < 0)
+                return vdir_fd;
+        /* The working copy is the VM's to change; a committed image gets a resized successor. */
+        if (w->volume->state == VOLUME_STARTED)
+                return w->volume->pool->driver->object_resize(vdir_fd, OBJECT_WORK, w->size);
+        return make_object(w->volume, vdir_fd, OBJECT_IMAGE, true, make_resized_image, w);
+}
+
+int volume_clone_work(void *userdata) {
+        VolumeWork *w = userdata;
+
+        return volume_create_copy(w->target, w->volume, w->source_object, volume_work_progress(w));
+}
