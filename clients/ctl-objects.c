@@ -457,8 +457,8 @@ static int strdup_join(const char *a, const char *b, char **ret) {
 /* Replaces the object paths of each volume's pool and source with names, by binary search:
  * listing 10,000 volumes must not cost 10,000 × 10,000 comparisons. */
 static int objects_resolve(Objects *o) {
-        qsort(o->pools, o->n_pools, sizeof(Pool), pool_cmp_path);
-        qsort(o->volumes, o->n_volumes, sizeof(Volume), volume_cmp_path);
+        qsort_safe(o->pools, o->n_pools, sizeof(Pool), pool_cmp_path);
+        qsort_safe(o->volumes, o->n_volumes, sizeof(Volume), volume_cmp_path);
 
         for (size_t i = 0; i < o->n_volumes; i++) {
                 Volume *v = &o->volumes[i];
@@ -480,9 +480,9 @@ static int objects_resolve(Objects *o) {
                         return -ENOMEM;
         }
 
-        qsort(o->pools, o->n_pools, sizeof(Pool), pool_cmp_name);
-        qsort(o->volumes, o->n_volumes, sizeof(Volume), volume_cmp_name);
-        qsort(o->jobs, o->n_jobs, sizeof(Job), job_cmp_id);
+        qsort_safe(o->pools, o->n_pools, sizeof(Pool), pool_cmp_name);
+        qsort_safe(o->volumes, o->n_volumes, sizeof(Volume), volume_cmp_name);
+        qsort_safe(o->jobs, o->n_jobs, sizeof(Job), job_cmp_id);
         return 0;
 }
 

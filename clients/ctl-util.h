@@ -60,6 +60,12 @@ static inline const char *yes_no(bool b) {
         return b ? "yes" : "no";
 }
 
+/* qsort() that accepts an empty array given as NULL, which qsort() itself does not. */
+static inline void qsort_safe(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *)) {
+        if (n > 1)
+                qsort(base, n, size, cmp);
+}
+
 /* Defines "funcp()", a cleanup helper that calls func(*p) when *p is not NULL. */
 #define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)                 \
         static inline void func##p(type *p) {                   \

@@ -19,7 +19,7 @@
 typedef struct Wait {
         sd_bus *bus;
         sd_event *event;
-        const char *volume_path;
+        char *volume_path;
         uid_t uid;
         bool show_progress;
 
@@ -48,6 +48,7 @@ static void wait_forget_job(Wait *w) {
 
 static void wait_done(Wait *w) {
         wait_forget_job(w);
+        free(w->volume_path);
         sd_bus_slot_unref(w->cancel_slot);
         sd_bus_slot_unref(w->added_slot);
         sd_bus_slot_unref(w->removed_slot);
@@ -298,13 +299,14 @@ int bus_call_with_progress(sd_bus *bus, sd_bus_message *m, const char *volume_pa
                            bool show_progress, sd_bus_error *error, sd_bus_message **ret_reply) {
         _cleanup_(wait_done) Wait w = {
                 .bus = bus,
-                .volume_path = volume_path,
                 .uid = geteuid(),
                 .show_progress = show_progress,
         };
         int r;
 
-        r = wait_setup(&w, m);
+        /* A copy: volume_path may point into m, which sending changes. */
+        w.volume_path = strdup(volume_path);
+        r = w.volume_path ? wait_setup(&w, m) : -ENOMEM;
         if (r >= 0)
                 r = sd_event_loop(w.event);
         progress_clear(&w);
@@ -316,7 +318,7 @@ int bus_call_with_progress(sd_bus *bus, sd_bus_message *m, const char *volume_pa
 
         if (r >= 0 && w.result < 0) {
                 r = w.result;
-                sd_bus_error_set_errnof(error, -r, "Interrupted; the service may still complete the operation");
+                sd_bus_error_set_errnof(error, -r, "Interrupted; the service may still complete the operation.");
         }
         if (r < 0)
                 return r;

@@ -367,6 +367,19 @@ static void cancelable_changes_are_announced_once(void **state) {
         ASSERT_NOTHING_EMITTED();
 }
 
+static void cancel_asks_the_work_once_and_says_nothing(void **state) {
+        Manager *m = *state;
+        Job *j = new_job(m, 0);
+
+        assert_true(job_cancel(j));
+        assert_true(atomic_load(&j->progress.cancel));
+        assert_false(job_cancel(j));
+        assert_true(atomic_load(&j->progress.cancel));
+        /* The job stays until its work has stopped and job_finish() is called. */
+        ASSERT_NOTHING_EMITTED();
+        assert_ptr_equal(namemap_get(&m->jobs, "1"), j);
+}
+
 static void free_unregisters_without_a_word(void **state) {
         Manager *m = *state;
         Job *j = new_job(m, 0), *k = new_job(m, 0);
@@ -415,6 +428,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(finish_publishes_completes_then_vanishes, setup, teardown),
                 cmocka_unit_test_setup_teardown(failures_complete_with_a_message, setup, teardown),
                 cmocka_unit_test_setup_teardown(cancelable_changes_are_announced_once, setup, teardown),
+                cmocka_unit_test_setup_teardown(cancel_asks_the_work_once_and_says_nothing, setup, teardown),
                 cmocka_unit_test_setup_teardown(free_unregisters_without_a_word, setup, teardown),
                 cmocka_unit_test_setup_teardown(the_timer_keeps_publishing_while_the_work_runs, setup, teardown),
         };
