@@ -13,7 +13,7 @@
 typedef enum ReflinkMode {
         REFLINK_AUTO,           /* reflink, else sparse copy */
         REFLINK_REQUIRE,        /* reflink or fail */
-        REFLINK_NEVER,          /* always a sparse copy */
+        REFLINK_NEVER,          /* always a sparse copy (but see copy_sparse()) */
         _REFLINK_MODE_MAX,
 } ReflinkMode;
 
@@ -32,13 +32,14 @@ typedef struct CopyProgress {
  * errors above); negative errno on any other failure. */
 int copy_reflink(int src_fd, int dst_fd);
 
-/* Copies the regular file src into the empty regular file dst: dst gets src's size, data ranges
- * found with SEEK_DATA/SEEK_HOLE are copied with copy_file_range() (through a buffer where the
- * kernel cannot copy between the two files), holes stay holes. Checks progress->cancel between
- * chunks of at most 8 MiB (-ECANCELED) and adds the data bytes copied to progress->done;
- * progress may be NULL. -EINVAL when either file is not regular. Moves src's file offset; does
- * not fsync. On a filesystem that can reflink, the kernel may share blocks inside
- * copy_file_range() all the same. */
+/* Copies the regular file src into the empty regular file dst (anything dst held is dropped):
+ * dst gets src's size, data ranges found with SEEK_DATA/SEEK_HOLE are copied with
+ * copy_file_range() (through a buffer where the kernel cannot copy between the two files),
+ * holes stay holes. Checks progress->cancel between chunks of at most 8 MiB (-ECANCELED) and
+ * adds the data bytes copied to progress->done; progress may be NULL. -EINVAL when either file
+ * is not regular or both are the same file. Moves src's file offset; does not fsync.
+ * On a filesystem that can reflink (xfs, btrfs), copy_file_range() itself shares the blocks
+ * within one filesystem, and it has no flag against that. */
 int copy_sparse(int src_fd, int dst_fd, CopyProgress *progress);
 
 /* A reflink or a sparse copy as mode says. Returns 1 when reflinked (progress->done is then

@@ -98,7 +98,7 @@ static int method_cancel(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 
         /* The work stops at its next check and undoes itself; the method that started it
          * replies Cancelled, and the job says Completed, once it has. */
-        if (!atomic_exchange(&j->progress.cancel, true))
+        if (job_cancel(j))
                 log_info("Cancelling job %s (%s).", j->name, j->operation);
         return sd_bus_reply_method_return(msg, NULL);
 }

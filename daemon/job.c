@@ -230,6 +230,10 @@ Job *job_free(Job *j) {
         return NULL;
 }
 
+bool job_cancel(Job *j) {
+        return !atomic_exchange(&j->progress.cancel, true);
+}
+
 void job_set_cancelable(Job *j, bool cancelable) {
         char *changed[] = { (char *) "Cancelable", NULL };
 

@@ -65,6 +65,10 @@ void job_finish(Job *j, int result, const char *message);
 Job *job_free(Job *j);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Job *, job_free);
 
+/* Asks the work to stop (progress.cancel); it finishes with -ECANCELED soon after. Returns
+ * false when that was asked already. */
+bool job_cancel(Job *j);
+
 /* Whether Cancel is accepted from now on, e.g. false once the work reached a step it cannot
  * undo. Emits PropertiesChanged when it changes. */
 void job_set_cancelable(Job *j, bool cancelable);

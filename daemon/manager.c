@@ -62,11 +62,15 @@ int manager_new(const ManagerOptions *options, Manager **ret) {
 
 Manager *manager_free(Manager *m) {
         Pool *p;
+        Job *j;
 
         if (!m)
                 return NULL;
         /* Running work finishes first: its done callbacks still use the pools and the bus, and
-         * finish their jobs. Whatever job is left refers to pools: it goes before them. */
+         * finish their jobs; a long copy is told to stop rather than waited for. Whatever job is
+         * left refers to pools: it goes before them. */
+        NAMEMAP_FOREACH(j, &m->jobs)
+                (void) job_cancel(j);
         workers_free(m->workers);
         while (m->jobs.n > 0)
                 job_free(m->jobs.entries[0].value);

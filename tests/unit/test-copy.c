@@ -29,11 +29,13 @@
 #define KiB (UINT64_C(1) << 10)
 #define MiB (UINT64_C(1) << 20)
 
-/* Linked with -Wl,--wrap=ioctl,--wrap=copy_file_range (see meson.build): copy.c's calls land
- * here. By default both pass through to the kernel; each test decides how they misbehave, and
- * setup() resets everything. */
+/* Linked with -Wl,--wrap=ioctl,--wrap=copy_file_range,--wrap=pwrite64 (see meson.build; pwrite()
+ * is pwrite64() with the 64-bit off_t meson builds with): copy.c's calls land here. By default
+ * they pass through to the kernel; each test decides how they misbehave, and setup() resets
+ * everything. */
 int __real_ioctl(int fd, unsigned long request, ...);
 ssize_t __real_copy_file_range(int fd_in, loff_t *off_in, int fd_out, loff_t *off_out, size_t len, unsigned flags);
+ssize_t __real_pwrite64(int fd, const void *buf, size_t count, off_t offset);
 
 static unsigned ficlone_calls;
 static int ficlone_errno;               /* FICLONE fails with this; 0: the real ioctl */
@@ -46,6 +48,12 @@ static bool cfr_eintr_once, cfr_zero_once;
 static size_t cfr_longest;              /* the largest len asked for */
 static int cfr_real_errno;              /* what the kernel answered last, 0: success */
 static CopyProgress *cancel_after_first_cfr;   /* cancelled by the first call, before it copies */
+
+static int pwrite_fd = -EBADF;          /* only writes to this fd misbehave */
+static size_t pwrite_max;               /* write at most this many bytes per call; 0: all */
+static bool pwrite_eintr_once;
+static int pwrite_errno;                /* every write fails with this; 0: never */
+static unsigned pwrite_calls;
 
 int __wrap_ioctl(int fd, unsigned long request, ...) {
         va_list ap;
@@ -96,6 +104,24 @@ ssize_t __wrap_copy_file_range(int fd_in, loff_t *off_in, int fd_out, loff_t *of
         return n;
 }
 
+ssize_t __wrap_pwrite64(int fd, const void *buf, size_t count, off_t offset) {
+        if (fd != pwrite_fd)
+                return __real_pwrite64(fd, buf, count, offset);
+        pwrite_calls++;
+        if (pwrite_errno != 0) {
+                errno = pwrite_errno;
+                return -1;
+        }
+        if (pwrite_eintr_once) {
+                pwrite_eintr_once = false;
+                errno = EINTR;
+                return -1;
+        }
+        if (pwrite_max > 0 && count > pwrite_max)
+                count = pwrite_max;
+        return __real_pwrite64(fd, buf, count, offset);
+}
+
 static void reset_mocks(void) {
         ficlone_calls = 0;
         ficlone_errno = 0;
@@ -107,6 +133,11 @@ static void reset_mocks(void) {
         cfr_longest = 0;
         cfr_real_errno = 0;
         cancel_after_first_cfr = NULL;
+        pwrite_fd = -EBADF;
+        pwrite_max = 0;
+        pwrite_eintr_once = false;
+        pwrite_errno = 0;
+        pwrite_calls = 0;
 }
 
 /* A source file: its size and where its data lies; everything else is a hole. */
@@ -566,6 +597,22 @@ static void sparse_copy_refuses_what_is_not_a_regular_file(void **state) {
         assert_int_equal(lseek(f->dst, 0, SEEK_END), 0);
 }
 
+static void sparse_copy_refuses_to_copy_a_file_onto_itself(void **state) {
+        struct fixture *f = *state;
+        char path[96];
+        int again;
+
+        write_pattern(f->src, 0, 64 * KiB);
+        snprintf(path, sizeof path, "%s/src", f->dir);
+        again = open(path, O_RDWR | O_CLOEXEC);
+        assert_true(again >= 0);
+        assert_int_equal(copy_sparse(f->src, again, NULL), -EINVAL);
+        assert_int_equal(copy_file(f->src, again, REFLINK_AUTO, NULL), -EINVAL);
+        close(again);
+        assert_int_equal(lseek(f->src, 0, SEEK_END), (off_t) (64 * KiB));
+        assert_int_equal(copy_data_size(f->src), 64 * KiB);
+}
+
 static void copy_file_range_refusals_fall_back_to_a_buffer(void **state) {
         static const Layout l = {
                 .size = 12 * MiB,
@@ -617,6 +664,31 @@ static void copy_file_range_copying_nothing_falls_back(void **state) {
         cfr_max = 1 * MiB;
         cfr_zero_once = true;
         check_sparse_copy(f, &l);
+}
+
+static void buffer_copy_retries_short_writes_and_eintr(void **state) {
+        static const Layout l = { .size = 12 * MiB, .n_extents = 2, .extents = { { 0, 1 * MiB + 3 }, { 8 * MiB, 3 * MiB } } };
+        struct fixture *f = *state;
+
+        cfr_errno = EXDEV;
+        pwrite_fd = f->dst;
+        pwrite_max = 65537;
+        pwrite_eintr_once = true;
+        check_sparse_copy(f, &l);
+        assert_true(pwrite_calls > 60);
+}
+
+static void buffer_copy_write_errors_fail_the_copy(void **state) {
+        static const Layout l = { .size = 4 * MiB, .n_extents = 1, .extents = { { 0, 1 * MiB } } };
+        struct fixture *f = *state;
+        CopyProgress progress = {};
+
+        make_source(f->src, &l);
+        cfr_errno = EXDEV;
+        pwrite_fd = f->dst;
+        pwrite_errno = ENOSPC;
+        assert_int_equal(copy_file(f->src, f->dst, REFLINK_AUTO, &progress), -ENOSPC);
+        assert_int_equal(atomic_load(&progress.done), 0);
 }
 
 static void reflink_modes_have_names(void **state) {
@@ -857,10 +929,13 @@ int main(void) {
                 T(cancel_while_copying_stops_at_the_next_chunk),
                 T(cancel_while_copying_through_the_buffer_stops_at_the_next_chunk),
                 T(sparse_copy_refuses_what_is_not_a_regular_file),
+                T(sparse_copy_refuses_to_copy_a_file_onto_itself),
                 T(copy_file_range_refusals_fall_back_to_a_buffer),
                 T(copy_file_range_errors_fail_the_copy),
                 T(copy_file_range_short_counts_and_eintr_are_retried),
                 T(copy_file_range_copying_nothing_falls_back),
+                T(buffer_copy_retries_short_writes_and_eintr),
+                T(buffer_copy_write_errors_fail_the_copy),
                 T(copy_file_refuses_an_unknown_mode),
                 T(reflink_on_the_local_tmp_clones_or_falls_back),
                 T(reflink_refusals_fall_back_to_a_sparse_copy),
