@@ -219,8 +219,10 @@ static int copy_range(Copy *c, uint64_t offset, uint64_t end) {
         return 0;
 }
 
-int copy_sparse(int src_fd, int dst_fd, CopyProgress *progress) {
-        Copy c = { .src_fd = src_fd, .dst_fd = dst_fd, .progress = progress };
+/* through_buffer: copy with read and write only, so that no filesystem can share blocks (within
+ * one reflink-capable filesystem copy_file_range() clones). */
+static int copy_data(int src_fd, int dst_fd, CopyProgress *progress, bool through_buffer) {
+        Copy c = { .src_fd = src_fd, .dst_fd = dst_fd, .progress = progress, .read_write = through_buffer };
         uint64_t size, offset = 0, start = 0, end = 0;
         struct stat st, dst_st;
         int r;
@@ -252,6 +254,10 @@ int copy_sparse(int src_fd, int dst_fd, CopyProgress *progress) {
         return r < 0 ? r : 0;
 }
 
+int copy_sparse(int src_fd, int dst_fd, CopyProgress *progress) {
+        return copy_data(src_fd, dst_fd, progress, false);
+}
+
 int copy_file(int src_fd, int dst_fd, ReflinkMode mode, CopyProgress *progress) {
         int r;
 
@@ -274,6 +280,7 @@ int copy_file(int src_fd, int dst_fd, ReflinkMode mode, CopyProgress *progress) 
                         return -EOPNOTSUPP;
         }
 
-        r = copy_sparse(src_fd, dst_fd, progress);
+        /* "never" means blocks of their own, even where the kernel would clone them. */
+        r = copy_data(src_fd, dst_fd, progress, mode == REFLINK_NEVER);
         return r < 0 ? r : 0;
 }

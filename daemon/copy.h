@@ -13,7 +13,7 @@
 typedef enum ReflinkMode {
         REFLINK_AUTO,           /* reflink, else sparse copy */
         REFLINK_REQUIRE,        /* reflink or fail */
-        REFLINK_NEVER,          /* always a sparse copy (but see copy_sparse()) */
+        REFLINK_NEVER,          /* always a sparse copy through read and write: no shared blocks */
         _REFLINK_MODE_MAX,
 } ReflinkMode;
 
@@ -43,7 +43,8 @@ int copy_reflink(int src_fd, int dst_fd);
 int copy_sparse(int src_fd, int dst_fd, CopyProgress *progress);
 
 /* A reflink or a sparse copy as mode says. Returns 1 when reflinked (progress->done is then
- * raised to progress->total), 0 when copied; REFLINK_REQUIRE where the filesystem cannot
+ * raised to progress->total), 0 when copied. REFLINK_NEVER copies through read and write, so
+ * that the copy has blocks of its own even there; REFLINK_REQUIRE where the filesystem cannot
  * reflink is -EOPNOTSUPP. The fds stay the caller's; a failed copy leaves dst for the caller to
  * discard. */
 int copy_file(int src_fd, int dst_fd, ReflinkMode mode, CopyProgress *progress);

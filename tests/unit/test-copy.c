@@ -556,7 +556,7 @@ static void cancel_while_copying_stops_at_the_next_chunk(void **state) {
         progress.total = copy_data_size(f->src);
         cancel_after_first_cfr = &progress;
 
-        assert_int_equal(copy_file(f->src, f->dst, REFLINK_NEVER, &progress), -ECANCELED);
+        assert_int_equal(copy_sparse(f->src, f->dst, &progress), -ECANCELED);
         assert_int_equal(cfr_calls, 1);
         assert_true(atomic_load(&progress.done) > 0);
         assert_true(atomic_load(&progress.done) <= 8 * MiB);
@@ -632,6 +632,18 @@ static void copy_file_range_refusals_fall_back_to_a_buffer(void **state) {
         }
 }
 
+/* "never" must give the copy blocks of its own, and copy_file_range() may clone them. */
+static void never_copies_through_read_and_write(void **state) {
+        static const Layout l = { .size = 4 * MiB, .n_extents = 1, .extents = { { 0, 1 * MiB } } };
+        struct fixture *f = *state;
+        CopyProgress progress = {};
+
+        make_source(f->src, &l);
+        assert_int_equal(copy_file(f->src, f->dst, REFLINK_NEVER, &progress), 0);
+        assert_int_equal(cfr_calls, 0);
+        assert_int_equal(atomic_load(&progress.done), 1 * MiB);
+}
+
 static void copy_file_range_errors_fail_the_copy(void **state) {
         static const Layout l = { .size = 4 * MiB, .n_extents = 1, .extents = { { 0, 1 * MiB } } };
         static const int errors[] = { EIO, ENOSPC, EBADF };
@@ -642,7 +654,7 @@ static void copy_file_range_errors_fail_the_copy(void **state) {
                 CopyProgress progress = {};
 
                 cfr_errno = errors[i];
-                assert_int_equal(copy_file(f->src, f->dst, REFLINK_NEVER, &progress), -errors[i]);
+                assert_int_equal(copy_sparse(f->src, f->dst, &progress), -errors[i]);
                 assert_int_equal(atomic_load(&progress.done), 0);
         }
 }
@@ -931,6 +943,7 @@ int main(void) {
                 T(sparse_copy_refuses_what_is_not_a_regular_file),
                 T(sparse_copy_refuses_to_copy_a_file_onto_itself),
                 T(copy_file_range_refusals_fall_back_to_a_buffer),
+                T(never_copies_through_read_and_write),
                 T(copy_file_range_errors_fail_the_copy),
                 T(copy_file_range_short_counts_and_eintr_are_retried),
                 T(copy_file_range_copying_nothing_falls_back),
