@@ -181,6 +181,19 @@ static int setup_bus(Manager *m) {
         return manager_dbus_register(m);
 }
 
+/* Long copies are cancelled and every running call answered (Cancelled, or done) while the bus
+ * is still open: sd-bus closes it as soon as the loop exits. */
+static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+        Job *j;
+
+        log_info("Exiting on signal %u.", si->ssi_signo);
+        NAMEMAP_FOREACH(j, &m->jobs)
+                (void) job_cancel(j);
+        workers_drain(m->workers);
+        return sd_event_exit(sd_event_source_get_event(s), 0);
+}
+
 static int setup_event(Manager *m) {
         sigset_t mask;
         int r;
@@ -195,10 +208,10 @@ static int setup_event(Manager *m) {
         r = workers_new(m->event, m->limits.max_workers, &m->workers);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the worker threads: %m");
-        r = sd_event_add_signal(m->event, NULL, SIGTERM, NULL, NULL);
+        r = sd_event_add_signal(m->event, NULL, SIGTERM, on_exit_signal, m);
         if (r < 0)
                 return log_error_errno(r, "Failed to watch SIGTERM: %m");
-        r = sd_event_add_signal(m->event, NULL, SIGINT, NULL, NULL);
+        r = sd_event_add_signal(m->event, NULL, SIGINT, on_exit_signal, m);
         if (r < 0)
                 return log_error_errno(r, "Failed to watch SIGINT: %m");
         if (m->idle_timeout > 0) {

@@ -70,10 +70,9 @@ int workers_new(sd_event *event, unsigned max, Workers **ret) {
         return 0;
 }
 
-Workers *workers_free(Workers *w) {
+void workers_drain(Workers *w) {
         if (!w)
-                return NULL;
-        /* The threads use what the done callbacks free: let them all finish first. */
+                return;
         (void) fcntl(w->pipe[0], F_SETFL, 0);
         while (w->running > 0) {
                 Work *work;
@@ -83,6 +82,14 @@ Workers *workers_free(Workers *w) {
                 else if (errno != EINTR)
                         abort();
         }
+        (void) fcntl(w->pipe[0], F_SETFL, O_NONBLOCK);
+}
+
+Workers *workers_free(Workers *w) {
+        if (!w)
+                return NULL;
+        /* The threads use what the done callbacks free: let them all finish first. */
+        workers_drain(w);
         sd_event_source_disable_unref(w->source);
         safe_close(w->pipe[0]);
         safe_close(w->pipe[1]);

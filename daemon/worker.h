@@ -22,5 +22,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Workers *, workers_free);
 
 /* -EMFILE when max work items run already. done is called exactly once, from the loop, unless
  * this returns an error. */
+/* Waits, blocking, until every running work item finished and its done callback ran. */
+void workers_drain(Workers *w);
+
 int workers_run(Workers *w, WorkFunc work, WorkDone done, void *userdata);
 unsigned workers_running(Workers *w);
