@@ -10,6 +10,9 @@
 #define OBJECT_IMAGE "image"
 #define OBJECT_WORK "work"
 #define OBJECT_REVISIONS "revisions"
+/* The old image of a commit in progress, to become revision <id>: OBJECT_PENDING_PREFIX "<id>"
+ * beneath OBJECT_REVISIONS. */
+#define OBJECT_PENDING_PREFIX ".pending-"
 
 typedef struct Pool Pool;
 typedef struct Volume Volume;
@@ -50,6 +53,8 @@ typedef struct PoolDriver {
         int (*object_remove)(int vdir_fd, const char *name);
         int (*object_resize)(int vdir_fd, const char *name, uint64_t size);
         int (*object_sync)(int vdir_fd, const char *name);
+        /* 1 when a and b are the same object (linked), 0 when not. */
+        int (*object_is_same)(int vdir_fd, const char *a, const char *b);
         /* Size and allocation of an object, read from the object itself. */
         int (*object_stat)(int vdir_fd, const char *name, uint64_t *ret_size, uint64_t *ret_usage);
         /* Whether object_copy from a volume of src to one of dst shares blocks in O(1). */

@@ -371,6 +371,14 @@ static int dir_object_sync(int vdir_fd, const char *name) {
         return fsync(fd) < 0 ? -errno : 0;
 }
 
+static int dir_object_is_same(int vdir_fd, const char *a, const char *b) {
+        struct stat sa, sb;
+
+        if (fstatat(vdir_fd, a, &sa, AT_SYMLINK_NOFOLLOW) < 0 || fstatat(vdir_fd, b, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+                return -errno;
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 static int dir_object_stat(int vdir_fd, const char *name, uint64_t *ret_size, uint64_t *ret_usage) {
         struct stat st;
 
@@ -404,6 +412,7 @@ const PoolDriver pool_driver_dir = {
         .object_remove = dir_object_remove,
         .object_resize = dir_object_resize,
         .object_sync = dir_object_sync,
+        .object_is_same = dir_object_is_same,
         .object_stat = dir_object_stat,
         .copy_is_instant = dir_copy_is_instant,
 };

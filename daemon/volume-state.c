@@ -100,30 +100,39 @@ static int prune(const Volume *v, int vdir_fd, const VolumeWork *w) {
         return ret;
 }
 
-/* Keeps the committed image as revision new_revision, in two steps: first a staging link that
- * a crash sweeps away, then — once the caller replaced the image — its final name. */
-static int keep_image_as(const Volume *v, int vdir_fd, char **ret_staging) {
-        _cleanup_free_ char *name = NULL, *staging = NULL;
+char *revision_pending_object(uint64_t id) {
+        char *s;
+
+        if (asprintf(&s, OBJECT_REVISIONS "/" OBJECT_PENDING_PREFIX "%" PRIu64, id) < 0)
+                return NULL;
+        return s;
+}
+
+/* Keeps the committed image as revision id, in two steps around the change that replaces the
+ * image: first a pending link, then — once the image is replaced — its final name. A crash in
+ * between is settled at load: a pending link that is still the image is dropped (the change did
+ * not happen), any other becomes the revision (it did). */
+static int keep_image_as(const Volume *v, int vdir_fd, uint64_t id, char **ret_pending) {
+        const PoolDriver *d = v->pool->driver;
+        _cleanup_free_ char *pending = revision_pending_object(id);
         int r;
 
-        r = staging_name_new(&name);
-        if (r < 0)
-                return r;
-        if (asprintf(&staging, OBJECT_REVISIONS "/%s", name) < 0)
+        if (!pending)
                 return -ENOMEM;
-        r = v->pool->driver->object_link(vdir_fd, OBJECT_IMAGE, staging);
+        (void) d->object_remove(vdir_fd, pending);
+        r = d->object_link(vdir_fd, OBJECT_IMAGE, pending);
         if (r < 0)
                 return r;
-        *ret_staging = TAKE_PTR(staging);
+        *ret_pending = TAKE_PTR(pending);
         return 0;
 }
 
-static int publish_revision(const Volume *v, int vdir_fd, const char *staging, uint64_t id) {
+static int publish_revision(const Volume *v, int vdir_fd, const char *pending, uint64_t id) {
         _cleanup_free_ char *object = revision_object(id);
 
         if (!object)
                 return -ENOMEM;
-        return v->pool->driver->object_rename(vdir_fd, staging, object, false);
+        return v->pool->driver->object_rename(vdir_fd, pending, object, false);
 }
 
 /* Makes a new object with a fresh staging name by calling make, then renames it to dst. */
@@ -195,7 +204,7 @@ int volume_stop_work(void *userdata) {
         if (r < 0)
                 return r;
         if (w->new_revision) {
-                r = keep_image_as(v, vdir_fd, &staging);
+                r = keep_image_as(v, vdir_fd, w->new_revision, &staging);
                 if (r < 0)
                         return r;
         }
@@ -241,7 +250,7 @@ int volume_revert_work(void *userdata) {
         if (!chosen)
                 return -ENOMEM;
         if (w->new_revision) {
-                r = keep_image_as(v, vdir_fd, &staging);
+                r = keep_image_as(v, vdir_fd, w->new_revision, &staging);
                 if (r < 0)
                         return r;
         }
@@ -251,6 +260,9 @@ int volume_revert_work(void *userdata) {
                         (void) d->object_remove(vdir_fd, staging);
                 return r;
         }
+        /* A revision that is a link of the image itself (a snapshot of it): renaming one link
+         * over the other leaves both. */
+        (void) d->object_remove(vdir_fd, chosen);
         if (staging)
                 (void) publish_revision(v, vdir_fd, staging, w->new_revision);
         (void) prune(v, vdir_fd, w);

@@ -196,9 +196,63 @@ static int compare_revisions(const void *a, const void *b) {
 
 /* The revision objects on disk are the truth; volume.json only adds their creation times. A
  * crash between committing and recording leaves no disagreement behind. */
+/* A crash after a commit and before its pruning leaves more revisions than the volume keeps. */
+static int volume_prune_loaded(Volume *v, int vdir_fd) {
+        size_t excess = v->n_revisions > v->settings.revisions_to_keep ? v->n_revisions - v->settings.revisions_to_keep : 0;
+
+        for (size_t i = 0; i < excess; i++) {
+                _cleanup_free_ char *object = revision_object(v->revisions[i].id);
+                int r;
+
+                if (!object)
+                        return -ENOMEM;
+                r = v->pool->driver->object_remove(vdir_fd, object);
+                if (r < 0 && r != -ENOENT)
+                        return r;
+        }
+        memmove(v->revisions, v->revisions + excess, (v->n_revisions - excess) * sizeof *v->revisions);
+        v->n_revisions -= excess;
+        return 0;
+}
+
+static int volume_add_revision(Volume *v, uint64_t id, usec_t created) {
+        Revision *n;
+
+        n = reallocarray(v->revisions, v->n_revisions + 1, sizeof *n);
+        if (!n)
+                return -ENOMEM;
+        v->revisions = n;
+        v->revisions[v->n_revisions++] = (Revision) { id, created };
+        if (id >= v->next_revision)
+                v->next_revision = id + 1;
+        return 0;
+}
+
+/* Settles a commit that a crash interrupted (see keep_image_as()): a pending link that is still
+ * the image is dropped, any other is the previous image and becomes revision id. */
+static int volume_settle_pending(Volume *v, int vdir_fd, uint64_t id) {
+        const PoolDriver *d = v->pool->driver;
+        _cleanup_free_ char *pending = revision_pending_object(id), *object = revision_object(id);
+        int r;
+
+        if (!pending || !object)
+                return -ENOMEM;
+        r = d->object_is_same(vdir_fd, pending, OBJECT_IMAGE);
+        if (r != 0 || volume_find_revision(v, id))
+                return d->object_remove(vdir_fd, pending);
+        r = d->object_rename(vdir_fd, pending, object, false);
+        if (r < 0)
+                return r;
+        return volume_add_revision(v, id, now_usec(CLOCK_REALTIME));
+}
+
+/* The revision objects on disk are the truth; volume.json only adds their creation times. A
+ * crash between committing and recording leaves no disagreement behind. */
 static int volume_load_revisions(Volume *v, int vdir_fd, json_object *o) {
         _cleanup_(closedirp) DIR *d = NULL;
         _cleanup_close_ int dir_fd = -EBADF;
+        _cleanup_free_ uint64_t *pending = NULL;
+        size_t n_pending = 0;
         struct dirent *de;
         int r;
 
@@ -210,24 +264,31 @@ static int volume_load_revisions(Volume *v, int vdir_fd, json_object *o) {
                 return r;
         while ((de = readdir(d))) {
                 uint64_t id = revision_id_from_string(de->d_name);
-                Revision *n;
 
+                if (strncmp(de->d_name, OBJECT_PENDING_PREFIX, strlen(OBJECT_PENDING_PREFIX)) == 0) {
+                        uint64_t *n = reallocarray(pending, n_pending + 1, sizeof *n);
+
+                        if (!n)
+                                return -ENOMEM;
+                        pending = n;
+                        pending[n_pending++] = revision_id_from_string(de->d_name + strlen(OBJECT_PENDING_PREFIX));
+                        continue;
+                }
                 if (strncmp(de->d_name, STORE_STAGING_PREFIX, strlen(STORE_STAGING_PREFIX)) == 0) {
-                        (void) remove_tree_beneath(dir_fd, de->d_name);   /* an unfinished commit */
+                        (void) remove_tree_beneath(dir_fd, de->d_name);
                         continue;
                 }
                 if (id == 0)
                         continue;
-                n = reallocarray(v->revisions, v->n_revisions + 1, sizeof *n);
-                if (!n)
-                        return -ENOMEM;
-                v->revisions = n;
-                v->revisions[v->n_revisions++] = (Revision) { id, revision_created(o, id, dir_fd, de->d_name) };
-                if (id >= v->next_revision)
-                        v->next_revision = id + 1;
+                r = volume_add_revision(v, id, revision_created(o, id, dir_fd, de->d_name));
+                if (r < 0)
+                        return r;
         }
+        for (size_t i = 0; i < n_pending; i++)
+                if (pending[i] != 0)
+                        (void) volume_settle_pending(v, vdir_fd, pending[i]);
         qsort(v->revisions, v->n_revisions, sizeof *v->revisions, compare_revisions);
-        return 0;
+        return volume_prune_loaded(v, vdir_fd);
 }
 
 int volume_load(Pool *p, const char *name, Volume **ret) {

@@ -101,6 +101,7 @@ void volume_apply_revisions(Volume *v, const VolumeWork *w, uint64_t consumed);
 const Revision *volume_find_revision(Volume *v, uint64_t id);
 uint64_t revision_id_from_string(const char *s);    /* 0 when not a revision id */
 char *revision_object(uint64_t id);                  /* OBJECT_REVISIONS "/<id>" */
+char *revision_pending_object(uint64_t id);          /* OBJECT_REVISIONS "/" OBJECT_PENDING_PREFIX "<id>" */
 
 /* The work functions of the life cycle (volume-state.c), run on a worker thread. */
 int volume_start_work(void *userdata);

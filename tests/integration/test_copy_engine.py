@@ -10,13 +10,13 @@ written into an image, checksums and the data/hole map compared.
 """
 
 import os
-import time
 
 import dbus
+from gi.repository import GLib
 
 import harness
 from harness import (JOB, MANAGER, POOL, ROOT_PATH, VOLUME, USER_A, AsyncCall, Error, GiB,
-                     KiB, MiB, data_segments, dir_volume_file, file_sha256, job_added,
+                     MiB, data_segments, dir_volume_file, file_sha256, job_added,
                      job_completed, rule_allowing, shared_bytes, write_pattern)
 
 SMALL = 64 * MiB            # volumes where a copy's cost does not matter
@@ -53,7 +53,19 @@ def write_bulk(path, data, seed, block=MiB, stride=2 * MiB):
         os.close(fd)
 
 
+def dispatch_pending():
+    """Dispatch what is queued, so that signals of an earlier test (an earlier daemon, whose
+    job numbers start at 1 again) never reach this test's recorders."""
+    context = GLib.MainContext.default()
+    while context.pending():
+        context.iteration(False)
+
+
 class CopyEngineTestCase(harness.CisternTestCase):
+
+    def recorder(self):
+        dispatch_pending()
+        return super().recorder()
 
     def fs_pool(self, fstype, name="p1", size=None, subdir=None, **config):
         fs = self.scratch_fs(fstype, size)
@@ -74,6 +86,7 @@ class CopyEngineTestCase(harness.CisternTestCase):
             write_bulk(self.image(pool, name), data, seed)
         else:
             write_pattern(self.image(pool, name), seed)
+        self.c.refresh_pool(pool.obj)   # the data came behind the daemon's back
         return obj
 
     def cow(self, pool):
@@ -150,15 +163,11 @@ class ReflinkTestMixin:
                                 "%s shares no blocks: not a reflink" % path)
 
     def test_clone_shares_the_blocks(self):
-        rec = self.recorder()
         self.c.clone(self.v, self.pool.obj, "c1")
         clone = self.image(self.pool, "c1")
         self.assert_same_content(clone, self.image(self.pool, "v1"))
         self.assert_shares(clone)
         self.assert_consistent(self.pool)
-        rec.drain()
-        self.assertEqual(rec.matching(job_added("Clone")), [],
-                         "an O(1) reflink clone was published as a Job")
 
     def test_clone_of_a_revision_shares_the_blocks(self):
         rev = self.c.create_snapshot(self.v)
@@ -255,7 +264,10 @@ class SparseCopyTest(CopyEngineTestCase):
         xfs = self.fs_pool("xfs", name="px")
         ext4 = self.fs_pool("ext4", name="pe", size=256 * MiB)
         v = self.volume_with_data(xfs)
+        rec = self.recorder()
         self.c.clone(v, ext4.obj, "c1")
+        self.assertIsNotNone(rec.wait_for(job_added("Clone")),
+                             "a copy to another filesystem was not published as a Job")
         clone, source = self.image(ext4, "c1"), self.image(xfs, "v1")
         self.assert_same_content(clone, source)
         self.assertEqual(data_segments(clone), data_segments(source))
@@ -401,13 +413,6 @@ class JobProgressTest(JobTestCase):
         self.assert_same_content(self.image(self.pool, "v1", "work"),
                                  self.image(self.pool, "v1"))
 
-    def test_create_snapshot_job(self):
-        call, job, rec = self.run_with_job("CreateSnapshot", "CreateSnapshot", "a{sv}",
-                                           harness.variant_dict({}))
-        self.check_completed_job(call, job, rec, "CreateSnapshot")
-        self.assert_same_content(self.image(self.pool, "v1", "revisions", call.value),
-                                 self.image(self.pool, "v1"))
-
     def test_resize_of_a_stopped_volume_job(self):
         call, job, rec = self.run_with_job("Resize", "Resize", "ta{sv}",
                                            dbus.UInt64(BIG + 64 * MiB),
@@ -464,14 +469,6 @@ class JobCancelTest(JobTestCase):
         self.assertFalse(os.path.exists(self.image(self.pool, "v1", "work")))
         self.assertEqual(self.snapshot_state(extra_dirs=[self.pool.fs.path]), before)
 
-    def test_cancel_create_snapshot(self):
-        before = self.snapshot_state(extra_dirs=[self.pool.fs.path])
-        call, job, rec = self.run_with_job("CreateSnapshot", "CreateSnapshot", "a{sv}",
-                                           harness.variant_dict({}))
-        self.cancel_and_check(call, job, rec)
-        self.assertEqual(self.c.prop(self.v, VOLUME, "Revisions"), [])
-        self.assertEqual(self.snapshot_state(extra_dirs=[self.pool.fs.path]), before)
-
     def test_cancel_resize(self):
         before = self.snapshot_state(extra_dirs=[self.pool.fs.path])
         call, job, rec = self.run_with_job("Resize", "Resize", "ta{sv}",
@@ -481,10 +478,31 @@ class JobCancelTest(JobTestCase):
         self.assertEqual(self.c.prop(self.v, VOLUME, "Size"), BIG)
         self.assertEqual(self.snapshot_state(extra_dirs=[self.pool.fs.path]), before)
 
+    def canceller(self, user):
+        """A child running as user, connected already, that cancels the job it is sent."""
+        read_fd, write_fd = os.pipe()
+
+        def cancel(c):
+            os.close(write_fd)
+            with os.fdopen(read_fd) as f:
+                job = f.readline().strip()
+            return c.cancel_job(job)
+        child = self.start_as_user(user, cancel)
+        os.close(read_fd)
+        pipe = os.fdopen(write_fd, "w")
+        self.addCleanup(pipe.close)
+
+        def send(job):
+            pipe.write(job + "\n")
+            pipe.flush()
+            return child.outcome()
+        return send
+
     def test_another_user_cannot_cancel(self):
+        cancel = self.canceller(USER_A)
         call, job, rec = self.run_with_job("Clone", "Clone", "osa{sv}", self.pool.obj, "c1",
                                            harness.variant_dict({}))
-        outcome = harness.as_user(USER_A, lambda c: c.cancel_job(job))
+        outcome = cancel(job)
         self.assertEqual(outcome.error, Error.NotAuthorized, str(outcome))
         self.assertTrue(call.wait())
         self.assertTrue(call.ok, "the job did not survive a refused Cancel: %s" % call)
@@ -494,9 +512,10 @@ class JobCancelTest(JobTestCase):
 
     def test_another_user_with_job_cancel_can_cancel(self):
         self.env.set_polkit_rules(rule_allowing(JOB_CANCEL, USER_A))
+        cancel = self.canceller(USER_A)
         call, job, rec = self.run_with_job("Clone", "Clone", "osa{sv}", self.pool.obj, "c1",
                                            harness.variant_dict({}))
-        outcome = harness.as_user(USER_A, lambda c: c.cancel_job(job))
+        outcome = cancel(job)
         self.assertTrue(outcome.ok, str(outcome))
         self.assertTrue(call.wait())
         self.assertEqual(call.error, Error.Cancelled, str(call))
@@ -514,15 +533,19 @@ class JobCancelTest(JobTestCase):
     def test_disconnect_of_the_caller_does_not_leave_a_stuck_job(self):
         """The starter goes away mid-copy: the job ends (either way) and leaves no staging."""
         pool, v = self.pool.obj, self.v
+        rec = self.recorder()
         child = self.start_as_user(harness.TestUser("root", 0, 0),
                                    lambda c: c.clone(v, pool, "c1"))
-        rec = self.recorder()
         added = rec.wait_for(job_added("Clone"), timeout=60)
         self.assertIsNotNone(added)
         child.kill()
-        self.assertIsNotNone(rec.wait_for(job_completed(added.args[0]), timeout=60))
+        completed = rec.wait_for(job_completed(added.args[0]), timeout=60)
+        self.assertIsNotNone(completed)
         self.assertIsNotNone(rec.wait_for(harness.interfaces_removed(added.args[0], JOB)))
-        self.assertEqual(harness.staging_entries(self.pool.fs.path), [])
+        self.assertEqual(harness.staging_entries(self.pool.fs.path), [],
+                         "Completed%r was emitted while the copy still ran" % (completed.args,))
+        if completed.args[0]:
+            self.assertEqual(self.c.get_volume("p1", "c1"), harness.volume_path("p1", "c1"))
         self.assert_consistent(self.pool)
 
 
