@@ -21,15 +21,77 @@ static void restat_and_emit(Volume *v) {
         pool_emit_changed(v->pool, "Usage", "Available", NULL);
 }
 
+/* The revision named by id, or a named error. */
+static int find_revision(Volume *v, const char *id, uint64_t *ret, sd_bus_error *error) {
+        uint64_t n = revision_id_from_string(id);
+
+        if (n == 0 || !volume_find_revision(v, n))
+                return sd_bus_error_setf(error, ERR_NOT_FOUND, "Volume %s/%s has no revision '%s'.", v->pool->name, v->name, id);
+        *ret = n;
+        return 0;
+}
+
+/* In a done callback: answers a failed call and frees its work. */
+static bool work_failed(VolumeWork *w, int r, const char *what) {
+        if (r >= 0)
+                return false;
+        volume_work_reply_error(w, r, what);
+        volume_work_free(w, r);
+        return true;
+}
+
+/* Reads the a{sv} of a call that takes no options, and refuses it while work runs on v. */
+static int read_call(sd_bus_message *msg, Volume *v, sd_bus_error *error) {
+        int r;
+
+        r = options_read(msg, volume_no_options, NULL, NULL, error);
+        if (r < 0)
+                return r;
+        return volume_check_idle(v, error);
+}
+
+/* The same for a call whose first argument names a revision of v. */
+static int read_revision_call(sd_bus_message *msg, Volume *v, uint64_t *ret, sd_bus_error *error) {
+        const char *id;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &id);
+        if (r < 0)
+                return r;
+        r = read_call(msg, v, error);
+        if (r < 0)
+                return r;
+        return find_revision(v, id, ret, error);
+}
+
+/* Runs work for the call, with the revision bookkeeping planned first when revisions: adds
+ * one when adds_revision, revision is the one consumed. Returns 1 (the reply comes later). */
+static int run_work(Volume *v, sd_bus_message *msg, bool revisions, bool adds_revision, uint64_t revision,
+                    WorkFunc work, WorkDone done, sd_bus_error *error) {
+        VolumeWork *w;
+        int r;
+
+        r = volume_work_new(v, msg, &w);
+        if (r < 0)
+                return r;
+        w->revision = revision;
+        if (revisions) {
+                r = volume_plan_revisions(v, adds_revision, revision, w);
+                if (r < 0) {
+                        volume_work_free(w, r);
+                        return r;
+                }
+        }
+        r = volume_work_start(w, work, done, error);
+        return r < 0 ? r : 1;
+}
+
 static void start_done(int r, void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
 
-        if (r < 0) {
-                volume_work_reply_error(w, r, "Failed to start the volume");
-                volume_work_free(w, r);
+        if (work_failed(w, r, "Failed to start the volume"))
                 return;
-        }
         v->state = VOLUME_STARTED;
         if (w->source) {
                 v->source_generation = w->source->generation;
@@ -60,10 +122,7 @@ int method_start(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         VolumeWork *w;
         int r;
 
-        r = options_read(msg, volume_no_options, NULL, NULL, error);
-        if (r < 0)
-                return r;
-        r = volume_check_idle(v, error);
+        r = read_call(msg, v, error);
         if (r < 0)
                 return r;
         if (v->settings.snap_on_start) {
@@ -98,11 +157,8 @@ static void stop_done(int r, void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
 
-        if (r < 0) {
-                volume_work_reply_error(w, r, "Failed to stop the volume");
-                volume_work_free(w, r);
+        if (work_failed(w, r, "Failed to stop the volume"))
                 return;
-        }
         v->state = VOLUME_STOPPED;
         if (v->settings.save_on_stop) {
                 volume_apply_revisions(v, w, 0);
@@ -116,13 +172,9 @@ static void stop_done(int r, void *userdata) {
 
 int method_stop(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Volume *v = userdata;
-        VolumeWork *w;
         int r;
 
-        r = options_read(msg, volume_no_options, NULL, NULL, error);
-        if (r < 0)
-                return r;
-        r = volume_check_idle(v, error);
+        r = read_call(msg, v, error);
         if (r < 0)
                 return r;
 
@@ -132,18 +184,7 @@ int method_stop(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
 
         if (v->state == VOLUME_STOPPED)
                 return sd_bus_reply_method_return(msg, NULL);
-        r = volume_work_new(v, msg, &w);
-        if (r < 0)
-                return r;
-        if (v->settings.save_on_stop) {
-                r = volume_plan_revisions(v, true, 0, w);
-                if (r < 0) {
-                        volume_work_free(w, r);
-                        return r;
-                }
-        }
-        r = volume_work_start(w, volume_stop_work, stop_done, error);
-        return r < 0 ? r : 1;
+        return run_work(v, msg, v->settings.save_on_stop, true, 0, volume_stop_work, stop_done, error);
 }
 
 static void snapshot_done(int r, void *userdata) {
@@ -151,11 +192,8 @@ static void snapshot_done(int r, void *userdata) {
         Volume *v = w->volume;
         char id[21];
 
-        if (r < 0) {
-                volume_work_reply_error(w, r, "Failed to snapshot the volume");
-                volume_work_free(w, r);
+        if (work_failed(w, r, "Failed to snapshot the volume"))
                 return;
-        }
         volume_apply_revisions(v, w, 0);
         (void) volume_save(v);
         log_info("Kept the image of volume %s/%s as revision %" PRIu64 ".", v->pool->name, v->name, w->new_revision);
@@ -167,13 +205,9 @@ static void snapshot_done(int r, void *userdata) {
 
 int method_create_snapshot(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Volume *v = userdata;
-        VolumeWork *w;
         int r;
 
-        r = options_read(msg, volume_no_options, NULL, NULL, error);
-        if (r < 0)
-                return r;
-        r = volume_check_idle(v, error);
+        r = read_call(msg, v, error);
         if (r < 0)
                 return r;
         if (v->settings.revisions_to_keep == 0)
@@ -184,37 +218,15 @@ int method_create_snapshot(sd_bus_message *msg, void *userdata, sd_bus_error *er
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        r = volume_work_new(v, msg, &w);
-        if (r < 0)
-                return r;
-        r = volume_plan_revisions(v, true, 0, w);
-        if (r < 0) {
-                volume_work_free(w, r);
-                return r;
-        }
-        r = volume_work_start(w, volume_snapshot_work, snapshot_done, error);
-        return r < 0 ? r : 1;
-}
-
-/* The revision named by id, or a named error. */
-static int find_revision(Volume *v, const char *id, uint64_t *ret, sd_bus_error *error) {
-        uint64_t n = revision_id_from_string(id);
-
-        if (n == 0 || !volume_find_revision(v, n))
-                return sd_bus_error_setf(error, ERR_NOT_FOUND, "Volume %s/%s has no revision '%s'.", v->pool->name, v->name, id);
-        *ret = n;
-        return 0;
+        return run_work(v, msg, true, true, 0, volume_snapshot_work, snapshot_done, error);
 }
 
 static void remove_revision_done(int r, void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
 
-        if (r < 0) {
-                volume_work_reply_error(w, r, "Failed to remove the revision");
-                volume_work_free(w, r);
+        if (work_failed(w, r, "Failed to remove the revision"))
                 return;
-        }
         volume_apply_revisions(v, w, 0);
         (void) volume_save(v);
         volume_emit_changed(v, "Revisions", NULL);
@@ -231,21 +243,11 @@ int volume_start_pruning(VolumeWork *w, sd_bus_error *error) {
 
 int method_remove_revision(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Volume *v = userdata;
-        const char *id;
         VolumeWork *w;
         uint64_t n;
         int r;
 
-        r = sd_bus_message_read(msg, "s", &id);
-        if (r < 0)
-                return r;
-        r = options_read(msg, volume_no_options, NULL, NULL, error);
-        if (r < 0)
-                return r;
-        r = volume_check_idle(v, error);
-        if (r < 0)
-                return r;
-        r = find_revision(v, id, &n, error);
+        r = read_revision_call(msg, v, &n, error);
         if (r < 0)
                 return r;
 
@@ -270,11 +272,8 @@ static void revert_done(int r, void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
 
-        if (r < 0) {
-                volume_work_reply_error(w, r, "Failed to revert the volume");
-                volume_work_free(w, r);
+        if (work_failed(w, r, "Failed to revert the volume"))
                 return;
-        }
         volume_apply_revisions(v, w, w->revision);
         volume_committed(v);
         log_info("Reverted volume %s/%s to revision %" PRIu64 ".", v->pool->name, v->name, w->revision);
@@ -285,21 +284,10 @@ static void revert_done(int r, void *userdata) {
 
 int method_revert(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Volume *v = userdata;
-        const char *id;
-        VolumeWork *w;
         uint64_t n;
         int r;
 
-        r = sd_bus_message_read(msg, "s", &id);
-        if (r < 0)
-                return r;
-        r = options_read(msg, volume_no_options, NULL, NULL, error);
-        if (r < 0)
-                return r;
-        r = volume_check_idle(v, error);
-        if (r < 0)
-                return r;
-        r = find_revision(v, id, &n, error);
+        r = read_revision_call(msg, v, &n, error);
         if (r < 0)
                 return r;
         if (v->state != VOLUME_STOPPED)
@@ -309,17 +297,7 @@ int method_revert(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        r = volume_work_new(v, msg, &w);
-        if (r < 0)
-                return r;
-        w->revision = n;
-        r = volume_plan_revisions(v, true, n, w);
-        if (r < 0) {
-                volume_work_free(w, r);
-                return r;
-        }
-        r = volume_work_start(w, volume_revert_work, revert_done, error);
-        return r < 0 ? r : 1;
+        return run_work(v, msg, true, true, n, volume_revert_work, revert_done, error);
 }
 
 typedef struct CloneOptions {
