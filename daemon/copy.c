@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -283,4 +284,55 @@ int copy_file(int src_fd, int dst_fd, ReflinkMode mode, CopyProgress *progress) 
         /* "never" means blocks of their own, even where the kernel would clone them. */
         r = copy_data(src_fd, dst_fd, progress, mode == REFLINK_NEVER);
         return r < 0 ? r : 0;
+}
+
+/* write() all of p to a pipe or socket, waiting when the caller made it non-blocking. */
+static int write_all_stream(int fd, const uint8_t *p, size_t n) {
+        while (n > 0) {
+                ssize_t k = write(fd, p, n);
+
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN) {
+                                struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+
+                                if (poll(&pfd, 1, 1000) < 0 && errno != EINTR)
+                                        return -errno;
+                                continue;
+                        }
+                        return -errno;
+                }
+                p += k;
+                n -= (size_t) k;
+        }
+        return 0;
+}
+
+int copy_stream(int src_fd, int dst_fd, CopyProgress *progress) {
+        _cleanup_free_ uint8_t *buffer = malloc(BUFFER_SIZE);
+        uint64_t offset = 0;
+
+        if (!buffer)
+                return -ENOMEM;
+        for (;;) {
+                ssize_t n;
+                int r;
+
+                if (copy_cancelled(progress))
+                        return -ECANCELED;
+                n = pread(src_fd, buffer, BUFFER_SIZE, (off_t) offset);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        return 0;
+                r = write_all_stream(dst_fd, buffer, (size_t) n);
+                if (r < 0)
+                        return r;
+                offset += (uint64_t) n;
+                progress_add(progress, (uint64_t) n);
+        }
 }

@@ -42,6 +42,11 @@ int copy_reflink(int src_fd, int dst_fd);
  * within one filesystem, and it has no flag against that. */
 int copy_sparse(int src_fd, int dst_fd, CopyProgress *progress);
 
+/* Writes all of src, holes as zeros, from its start into dst with write(): for pipes, sockets
+ * and files that must not stay sparse. Waits on a non-blocking dst. Checks progress->cancel
+ * between blocks of 1 MiB and counts them in progress->done. */
+int copy_stream(int src_fd, int dst_fd, CopyProgress *progress);
+
 /* A reflink or a sparse copy as mode says. Returns 1 when reflinked (progress->done is then
  * raised to progress->total), 0 when copied. REFLINK_NEVER copies through read and write, so
  * that the copy has blocks of its own even there; REFLINK_REQUIRE where the filesystem cannot

@@ -13,6 +13,7 @@
 #include "manager.h"
 #include "names.h"
 #include "pool.h"
+#include "session.h"
 #include "store.h"
 
 #define REGISTRY_DIR "pools"
@@ -23,6 +24,7 @@ static const Limits default_limits = {
         .max_volume_size = UINT64_C(1) << 56,  /* 64 PiB */
         .max_revisions_to_keep = 1024,
         .max_workers = 64,
+        .max_sessions = 256,
         .max_jobs = 64,
 };
 
@@ -72,6 +74,8 @@ Manager *manager_free(Manager *m) {
         NAMEMAP_FOREACH(j, &m->jobs)
                 (void) job_cancel(j);
         workers_free(m->workers);
+        while (m->sessions)
+                session_free(m->sessions);
         while (m->jobs.n > 0)
                 job_free(m->jobs.entries[0].value);
         namemap_clear(&m->jobs);
@@ -138,6 +142,8 @@ static const char *manager_busy_reason(Manager *m) {
                 return "authorization checks are pending";
         if (m->jobs.n > 0)
                 return "jobs are running";
+        if (m->n_sessions > 0)
+                return "export sessions are open";
         if (workers_running(m->workers) > 0)
                 return "file operations are running";
         return NULL;

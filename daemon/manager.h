@@ -28,7 +28,8 @@ typedef struct Limits {
         unsigned max_volumes_per_pool;
         uint64_t max_volume_size;
         uint32_t max_revisions_to_keep;
-        unsigned max_workers;           /* file operations running at once */
+        unsigned max_workers;
+        unsigned max_sessions;          /* export sessions open at once */           /* file operations running at once */
         unsigned max_jobs;              /* Job objects at once */
 } Limits;
 
@@ -50,6 +51,8 @@ typedef struct Manager {
         int registry_fd;        /* <state>/pools: one <name>.json per pool */
 
         NameMap pools;
+        struct Session *sessions;       /* export sessions, newest first */
+        unsigned n_sessions;
         NameMap jobs;           /* by decimal id */
         uint64_t next_job_id;
 

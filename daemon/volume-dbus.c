@@ -509,5 +509,17 @@ const sd_bus_vtable volume_vtable[] = {
                                 SD_BUS_ARGS("o", pool, "s", name, "a{sv}", options),
                                 SD_BUS_RESULT("o", volume),
                                 method_clone, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Export",
+                                SD_BUS_ARGS("h", fd, "a{sv}", options),
+                                SD_BUS_NO_RESULT,
+                                method_export, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ExportBegin",
+                                SD_BUS_ARGS("a{sv}", options),
+                                SD_BUS_RESULT("h", fd),
+                                method_export_begin, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ExportEnd",
+                                SD_BUS_ARGS("a{sv}", options),
+                                SD_BUS_NO_RESULT,
+                                method_export_end, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END
 };

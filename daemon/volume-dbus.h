@@ -32,3 +32,6 @@ int method_create_snapshot(sd_bus_message *msg, void *userdata, sd_bus_error *er
 int method_remove_revision(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_revert(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_clone(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_export(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_export_begin(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_export_end(sd_bus_message *msg, void *userdata, sd_bus_error *error);

@@ -486,6 +486,8 @@ bool volume_is_busy(Volume *v, const char **ret_reason) {
 
         if (v->operation)
                 reason = "a change to it is in progress";
+        else if (v->readers > 0)
+                reason = "it is being exported";
         else if (v->state == VOLUME_STARTED)
                 reason = "it is started";
         if (ret_reason)

@@ -36,6 +36,7 @@ struct Volume {
         VolumeSettings settings;
         VolumeState state;      /* started exactly while OBJECT_WORK exists */
         const char *operation;  /* the method whose file work is running on it, or NULL */
+        unsigned readers;       /* exports running or open: it must stay */
         uint64_t next_revision; /* revision ids come from this counter */
         Revision *revisions;    /* oldest first */
         size_t n_revisions;

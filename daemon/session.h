@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include "volume.h"
+
+/* A caller holding an fd on a volume's data between ExportBegin and ExportEnd. The session ends
+ * with ExportEnd or when the caller leaves the bus; while it lasts the volume cannot be removed
+ * and the daemon does not exit. */
+typedef struct Session Session;
+struct Session {
+        Manager *manager;
+        Volume *volume;
+        char *sender;           /* the caller's unique bus name */
+        sd_bus_slot *watch;     /* NameOwnerChanged of sender */
+        Session *prev, *next;
+};
+
+/* -EMFILE beyond the limit of sessions; -ESRCH when the caller has already left the bus. */
+int session_new(Volume *v, const char *sender, Session **ret);
+Session *session_free(Session *s);
+Session *session_find(Manager *m, Volume *v, const char *sender);
