@@ -28,8 +28,8 @@ typedef struct Limits {
         unsigned max_volumes_per_pool;
         uint64_t max_volume_size;
         uint32_t max_revisions_to_keep;
-        unsigned max_workers;
-        unsigned max_sessions;          /* export sessions open at once */           /* file operations running at once */
+        unsigned max_workers;           /* file operations running at once */
+        unsigned max_sessions;          /* export sessions open at once */
         unsigned max_jobs;              /* Job objects at once */
 } Limits;
 

@@ -3,7 +3,9 @@
 
 import json
 import os
+import shutil
 import subprocess
+import time
 import unittest
 
 import harness
@@ -338,6 +340,539 @@ class UnprivilegedTest(CisternctlTestCase):
         self.pool_create("p1")
         self.assertIn("p1", self.ctl("pools", user=USER_A).stdout)
 
+
+# ---------------------------------------------------------------------------
+# Life cycle, revisions, copies and jobs (SPEC §4.3, §4.4, §7; cisternctl(1))
+# ---------------------------------------------------------------------------
+
+class LifecycleTestCase(CisternctlTestCase):
+    """A dir pool p1 with a root-owned 1 MiB volume p1/v1 that keeps up to 8 revisions.
+
+    Set-up goes over D-Bus, so that only the command under test runs through cisternctl."""
+
+    def setUp(self):
+        super().setUp()
+        self.p1 = self.pool_create("p1")
+        self.p1_obj = self.c.get_pool("p1")
+        self.v1 = self.c.create_volume(self.p1_obj, "v1", MiB, {"revisions_to_keep": 8})
+
+    def quiet(self, *args, user=None):
+        """Runs a command that must succeed and write nothing to stderr: stderr is a pipe
+        here, no terminal, so no progress bar may be drawn on it."""
+        result = self.ctl(*args, user=user)
+        self.assertEqual(result.stderr, "", "cisternctl %s wrote to stderr, which is no terminal"
+                         % " ".join(args))
+        return result
+
+    def file(self, volume, *names):
+        return harness.dir_volume_file(self.p1, volume, *(names or ("image",)))
+
+    def revisions(self, volume="v1"):
+        return [tuple(r) for r in self.c.prop(self.c.get_volume("p1", volume), VOLUME,
+                                              "Revisions")]
+
+    def revision_ids(self, volume="v1"):
+        return [rev_id for rev_id, _ in self.revisions(volume)]
+
+    def state(self, volume="v1"):
+        return self.c.prop(self.c.get_volume("p1", volume), VOLUME, "State")
+
+    def commit_pattern(self, volume, seed):
+        """Start, write data unique to seed into the working copy, stop: the data becomes the
+        committed image (and the image before it a revision).  Returns the image's sha256."""
+        obj = self.c.get_volume("p1", volume)
+        self.c.start_volume(obj)
+        harness.write_pattern(self.file(volume, "work"), seed)
+        self.c.stop_volume(obj)
+        return harness.file_sha256(self.file(volume))
+
+    def assert_consistent(self):
+        self.assertEqual(harness.dir_pool_inconsistencies(self.c, self.p1, self.p1_obj), [])
+
+
+class LifecycleCommandsTest(LifecycleTestCase):
+
+    def test_start_and_stop_follow_the_volume_state(self):
+        self.assertEqual(self.quiet("start", "p1/v1").stdout, "")
+        self.assertEqual(self.state(), "started")
+        harness.write_pattern(self.file("v1", "work"), 5)
+        written = harness.file_sha256(self.file("v1", "work"))
+        self.assertEqual(self.quiet("stop", "p1/v1").stdout, "")
+        self.assertEqual(self.state(), "stopped")
+        self.assertEqual(harness.file_sha256(self.file("v1")), written)
+        self.assertEqual(len(self.revision_ids()), 1, "the replaced image is no revision")
+        self.quiet("stop", "p1/v1")     # stopping a stopped volume does nothing
+        self.assertEqual((self.state(), len(self.revision_ids())), ("stopped", 1))
+        self.assert_consistent()
+
+    def test_commands_without_output_print_nothing_with_json(self):
+        rev, doomed = self.c.create_snapshot(self.v1), self.c.create_snapshot(self.v1)
+        for args in (["start", "p1/v1"], ["stop", "p1/v1"], ["revert", "p1/v1", rev],
+                     ["revisions", "p1/v1", "--remove=" + doomed]):
+            with self.subTest(args=args):
+                self.assertEqual(self.quiet("--json", *args).stdout, "")
+        self.assertNotIn(doomed, self.revision_ids())
+
+    def test_snapshot_prints_the_new_revision_id(self):
+        first = self.quiet("snapshot", "p1/v1").stdout
+        self.assertEqual([first], [rev + "\n" for rev in self.revision_ids()])
+        second = self.quiet("snapshot", "p1/v1").stdout
+        self.assertTrue(second.endswith("\n") and second.count("\n") == 1, repr(second))
+        self.assertEqual(self.revision_ids(), [first.strip(), second.strip()])
+
+    def test_snapshot_json_gives_the_revision(self):
+        doc = self.ctl_json("snapshot", "p1/v1")
+        self.assertIsInstance(doc, dict)
+        self.assertIsInstance(doc.get("revision"), str, doc)
+        self.assertEqual(self.revision_ids(), [doc["revision"]])
+
+    def test_snapshot_of_a_started_volume_keeps_its_image(self):
+        image = self.commit_pattern("v1", 2)
+        self.c.start_volume(self.v1)
+        harness.write_pattern(self.file("v1", "work"), 3)
+        rev = self.quiet("snapshot", "p1/v1").stdout.strip()
+        self.assertIn(rev, self.revision_ids())
+        self.assertEqual(harness.file_sha256(self.file("v1", "revisions", rev)), image)
+        self.assertEqual(self.state(), "started")
+
+    def test_revisions_lists_oldest_first(self):
+        made = [self.c.create_snapshot(self.v1) for _ in range(3)]
+        expected = self.revisions()
+        self.assertEqual([rev_id for rev_id, _ in expected], made)
+
+        doc = self.ctl_json("revisions", "p1/v1")
+        self.assertIsInstance(doc, list)
+        self.assertEqual([(entry.get("id"), entry.get("created")) for entry in doc], expected)
+        for entry in doc:
+            self.assertIsInstance(entry["id"], str)
+            self.assertIsInstance(entry["created"], int)
+            self.assert_near_now_usec(entry["created"])
+
+        lines = [line for line in self.quiet("revisions", "p1/v1").stdout.splitlines()
+                 if line.strip()]
+        self.assertEqual(lines[0].split()[0], "ID", lines)
+        self.assertEqual([line.split()[0] for line in lines[1:]], made)
+
+    def test_revisions_of_a_volume_without_any(self):
+        self.assertEqual(self.ctl_json("revisions", "p1/v1"), [])
+        self.quiet("revisions", "p1/v1")
+
+    def test_revisions_remove_deletes_that_revision_only(self):
+        a, b, c = [self.c.create_snapshot(self.v1) for _ in range(3)]
+        self.assertEqual(self.quiet("revisions", "p1/v1", "--remove=" + b).stdout, "")
+        self.assertEqual(self.revision_ids(), [a, c])
+        self.assertFalse(os.path.exists(self.file("v1", "revisions", b)))
+        self.assert_consistent()
+
+    def test_revert_makes_the_revision_the_image_and_keeps_the_replaced_one(self):
+        old = self.commit_pattern("v1", 1)
+        rev = self.c.create_snapshot(self.v1)
+        new = self.commit_pattern("v1", 2)
+        self.assertNotEqual(old, new)
+        before = self.revision_ids()
+        self.assertEqual(self.quiet("revert", "p1/v1", rev).stdout, "")
+        self.assertEqual(harness.file_sha256(self.file("v1")), old)
+        added = [r for r in self.revision_ids() if r not in before]
+        self.assertEqual(len(added), 1, "the replaced image was not kept as a revision")
+        self.assertEqual(harness.file_sha256(self.file("v1", "revisions", added[0])), new)
+        self.assertEqual(self.state(), "stopped")
+        self.assert_consistent()
+
+    def test_revert_of_a_started_volume_fails_and_changes_nothing(self):
+        rev = self.c.create_snapshot(self.v1)
+        self.c.start_volume(self.v1)
+        result = self.assert_ctl_fails("revert", "p1/v1", rev)
+        self.assert_names_problem(result, "started", "stop", "state")
+
+    def test_clone_json_gives_the_new_volume(self):
+        content = self.commit_pattern("v1", 4)
+        doc = self.ctl_json("clone", "p1/v1", "p1/c1")
+        self.assertIsInstance(doc, dict)
+        self.assertEqual(doc.get("object"), self.c.get_volume("p1", "c1"))
+        self.assertEqual(harness.file_sha256(self.file("c1")), content)
+        self.assertEqual(harness.file_sha256(self.file("v1")), content)
+        self.assert_consistent()
+
+    def test_clone_without_json_is_quiet(self):
+        self.quiet("clone", "p1/v1", "p1/c1")
+        self.assertEqual(self.volume_props("p1", "c1")["Size"], MiB)
+
+    def test_clone_of_a_revision(self):
+        old = self.commit_pattern("v1", 1)
+        rev = self.c.create_snapshot(self.v1)
+        new = self.commit_pattern("v1", 2)
+        self.quiet("clone", "p1/v1", "p1/old", "--revision=" + rev)
+        self.assertEqual(harness.file_sha256(self.file("old")), old)
+        self.assertEqual(harness.file_sha256(self.file("v1")), new)
+        self.assert_consistent()
+
+    def test_clone_into_another_pool(self):
+        content = self.commit_pattern("v1", 6)
+        p2 = self.pool_create("p2")
+        doc = self.ctl_json("clone", "p1/v1", "p2/c1")
+        self.assertEqual(doc.get("object"), self.c.get_volume("p2", "c1"))
+        self.assertEqual(harness.file_sha256(harness.dir_volume_file(p2, "c1", "image")), content)
+        self.assert_fails(harness.Error.NotFound, self.c.get_volume, "p1", "c1")
+
+    def test_clone_onto_an_existing_name_fails_and_changes_nothing(self):
+        self.c.create_volume(self.p1_obj, "c1", 2 * MiB, {})
+        result = self.assert_ctl_fails("clone", "p1/v1", "p1/c1")
+        self.assert_names_problem(result, "exists")
+
+    def test_jobs_without_jobs(self):
+        self.assertEqual(self.ctl_json("jobs"), [])
+        self.quiet("jobs")
+
+
+class LifecycleBadInputTest(LifecycleTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.rev = self.c.create_snapshot(self.v1)
+
+    def test_missing_or_extra_arguments_are_usage_errors(self):
+        for args in (["start"], ["stop"], ["snapshot"], ["revisions"], ["revert"],
+                     ["revert", "p1/v1"], ["clone"], ["clone", "p1/v1"], ["cancel"],
+                     ["start", "p1/v1", "x"], ["stop", "p1/v1", "x"],
+                     ["snapshot", "p1/v1", "x"], ["revisions", "p1/v1", "x"],
+                     ["revert", "p1/v1", self.rev, "x"], ["clone", "p1/v1", "p1/c1", "x"],
+                     ["jobs", "x"], ["cancel", "1", "2"]):
+            with self.subTest(args=args):
+                self.assert_ctl_fails(*args, expect=EXIT_USAGE)
+
+    def test_malformed_volume_arguments_are_usage_errors(self):
+        for args in (["start", "v1"], ["stop", "/v1"], ["snapshot", "p1/"],
+                     ["revisions", "p1/v1/x"], ["revert", "v1", self.rev],
+                     ["clone", "v1", "p1/c1"], ["clone", "p1/v1", "c1"]):
+            with self.subTest(args=args):
+                self.assert_ctl_fails(*args, expect=EXIT_USAGE)
+
+    def test_options_of_other_commands_are_usage_errors(self):
+        for args in (["start", "p1/v1", "--revision=" + self.rev],
+                     ["snapshot", "p1/v1", "--allow-shrink"],
+                     ["revisions", "p1/v1", "--revision=" + self.rev],
+                     ["revert", "p1/v1", self.rev, "--remove=" + self.rev],
+                     ["clone", "p1/v1", "p1/c1", "--remove=" + self.rev],
+                     ["jobs", "--revision=" + self.rev]):
+            with self.subTest(args=args):
+                self.assert_ctl_fails(*args, expect=EXIT_USAGE)
+
+    def test_empty_revisions_and_jobs_are_usage_errors(self):
+        for args in (["revert", "p1/v1", ""], ["clone", "p1/v1", "p1/c1", "--revision="],
+                     ["revisions", "p1/v1", "--remove="], ["cancel", ""],
+                     ["cancel", "/not//a/path"]):
+            with self.subTest(args=args):
+                self.assert_ctl_fails(*args, expect=EXIT_USAGE)
+
+    def test_unknown_revisions_fail_with_the_services_not_found(self):
+        # Revision ids are the service's business: cisternctl passes any text on.
+        for rev in ("abc", "999", "0", "-1", "1x", "x" * 300, "0" + self.rev, "+" + self.rev,
+                    " " + self.rev, self.rev + " ", "9" * 25):
+            self.assertNotIn(rev, self.revision_ids())
+            # "--": a revision that looks like an option is still a revision.
+            for args in (["revert", "p1/v1", "--", rev],
+                         ["clone", "p1/v1", "p1/c1", "--revision=" + rev],
+                         ["revisions", "p1/v1", "--remove=" + rev]):
+                with self.subTest(args=args):
+                    result = self.assert_ctl_fails(*args)
+                    self.assertIn(rev, result.stderr)
+                    self.assert_names_problem(result, "no revision", "not found")
+
+    def test_unknown_volumes_and_pools_fail_and_change_nothing(self):
+        for args in (["start", "p1/nope"], ["stop", "p1/nope"], ["snapshot", "p1/nope"],
+                     ["revisions", "p1/nope"], ["revisions", "p1/nope", "--remove=" + self.rev],
+                     ["revert", "p1/nope", self.rev], ["clone", "p1/nope", "p1/c1"],
+                     ["start", "nope/v1"], ["clone", "p1/v1", "nope/c1"]):
+            with self.subTest(args=args):
+                result = self.assert_ctl_fails(*args)
+                self.assert_names_problem(result, "nope")
+
+    def test_unknown_jobs_fail(self):
+        for job in ("9999", "abc", "/org/cistern/Cistern1/job/9999"):
+            with self.subTest(job=job):
+                self.assert_ctl_fails("cancel", job)
+
+
+class LifecycleAuthorizationTest(LifecycleTestCase):
+    """p1/v1 belongs to root, p1/a to USER_A, p1/b to USER_B; each has one revision."""
+
+    def setUp(self):
+        super().setUp()
+        self.revs = {"v1": self.c.create_snapshot(self.v1)}
+        for name, user in (("a", USER_A), ("b", USER_B)):
+            obj = self.c.create_volume(self.p1_obj, name, MiB,
+                                       {"owner": user.uid, "revisions_to_keep": 8})
+            self.revs[name] = self.c.create_snapshot(obj)
+
+    def commands(self, volume):
+        vol, rev = "p1/" + volume, self.revs[volume]
+        return [["start", vol], ["stop", vol], ["snapshot", vol],
+                ["revisions", vol, "--remove=" + rev], ["revert", vol, rev],
+                ["clone", vol, "p1/new"], ["clone", vol, "p1/new", "--revision=" + rev]]
+
+    def assert_denied(self, volume, user=USER_A):
+        for args in self.commands(volume):
+            with self.subTest(volume=volume, args=args):
+                result = self.assert_ctl_fails(*args, user=user)
+                self.assert_names_problem(result, "authoriz")
+
+    def test_every_command_is_denied_by_default_and_changes_nothing(self):
+        for volume in ("v1", "a", "b"):
+            self.assert_denied(volume)
+
+    def test_stop_of_a_started_volume_is_denied(self):
+        for volume in ("v1", "a"):
+            self.c.start_volume(self.c.get_volume("p1", volume))
+            with self.subTest(volume=volume):
+                result = self.assert_ctl_fails("stop", "p1/" + volume, user=USER_A)
+                self.assert_names_problem(result, "authoriz")
+                self.assertEqual(self.state(volume), "started")
+
+    def test_listing_needs_no_authorization(self):
+        listed = self.ctl("--json", "revisions", "p1/v1", user=USER_A).stdout
+        self.assertEqual([entry["id"] for entry in json.loads(listed)], [self.revs["v1"]])
+        self.assertEqual(json.loads(self.ctl("--json", "jobs", user=USER_A).stdout), [])
+
+    def test_modify_own_rule_lets_a_user_work_on_their_volume_only(self):
+        self.env.set_polkit_rules(rule_allowing(
+            ["org.cistern.volume.modify-own", "org.cistern.volume.read-own",
+             "org.cistern.volume.create"], USER_A))
+        for volume in ("v1", "b"):
+            self.assert_denied(volume)
+
+        self.quiet("start", "p1/a", user=USER_A)
+        self.assertEqual(self.state("a"), "started")
+        self.quiet("stop", "p1/a", user=USER_A)
+        self.assertEqual(self.state("a"), "stopped")
+        snap = self.quiet("snapshot", "p1/a", user=USER_A).stdout.strip()
+        self.assertIn(snap, self.revision_ids("a"))
+        self.quiet("revisions", "p1/a", "--remove=" + snap, user=USER_A)
+        self.assertNotIn(snap, self.revision_ids("a"))
+        before = self.revision_ids("a")
+        self.quiet("revert", "p1/a", self.revs["a"], user=USER_A)
+        self.assertEqual(len([r for r in self.revision_ids("a") if r not in before]), 1,
+                         "the replaced image was not kept as a revision")
+        self.quiet("clone", "p1/a", "p1/a2", user=USER_A)
+        self.quiet("clone", "p1/a", "p1/a3", "--revision=" + self.revision_ids("a")[0],
+                   user=USER_A)
+        for name in ("a2", "a3"):
+            self.assertEqual(self.volume_props("p1", name)["Owner"], USER_A.uid)
+        self.assert_consistent()
+
+
+# A volume whose copy on ext4 (no reflink) takes a moment: long enough to list and cancel
+# its job while it runs.
+BIG, BIG_DATA = 2 * GiB, 512 * MiB
+
+
+def write_bulk(path, data, seed, block=MiB, stride=2 * MiB):
+    """`data` bytes of distinct blocks, one every `stride` (holes between), flushed to disk and
+    dropped from the page cache so that a copy reads them back from the filesystem."""
+    base = bytearray(os.urandom(block))
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        for i in range(data // block):
+            header = ("seed %d block %d|" % (seed, i)).encode()
+            base[:len(header)] = header
+            os.pwrite(fd, base, i * stride)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+class LongCloneTest(CisternctlTestCase):
+    """A 2 GiB volume holding 512 MiB of data in a pool on an ext4 scratch filesystem.
+
+    While a test looks at a running clone, it freezes the filesystem (fsfreeze): the copy
+    then waits in the kernel and the job stays, however fast the machine, until it thaws."""
+
+    def setUp(self):
+        super().setUp()
+        if shutil.which("fsfreeze") is None:
+            self.skipTest("fsfreeze is not installed")
+        self.fs = self.scratch_fs("ext4", size=BIG + 512 * MiB)
+        self.ctl("pool-create", "p1", "dir", "path=" + self.fs.path)
+        self.pool = self.c.get_pool("p1")
+        self.assertIs(self.c.prop(self.pool, POOL, "CopyOnWrite"), False)
+        self.v1 = self.c.create_volume(self.pool, "v1", BIG, {})
+        write_bulk(harness.dir_volume_file(self.fs.path, "v1", "image"), BIG_DATA, seed=1)
+        self.c.refresh_pool(self.pool)   # the data came behind the daemon's back
+
+    def start_ctl(self, *args, stderr=subprocess.PIPE, user=None):
+        """cisternctl started in the background (as root, or user); killed, if need be, at
+        cleanup."""
+        proc = subprocess.Popen([harness.CISTERNCTL, "--no-ask-password"] + list(args),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=stderr, text=True,
+                                preexec_fn=(lambda: harness.become(user)) if user else None)
+
+        def reap():
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+        self.addCleanup(reap)
+        return proc
+
+    def finish(self, proc, timeout=120):
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out, err
+
+    def wait_for_job(self, proc, timeout=60):
+        """The path of the first job listed by Manager.Jobs while proc runs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            jobs = self.c.prop(ROOT_PATH, MANAGER, "Jobs")
+            if jobs:
+                return jobs[0]
+            if proc.poll() is not None:
+                self.fail("cisternctl ended (%d) before its job was seen: %s"
+                          % (proc.returncode, proc.communicate()))
+            if time.monotonic() > deadline:
+                self.fail("no job appeared within %d s" % timeout)
+            time.sleep(0.005)
+
+    def freeze(self):
+        harness.run_checked(["fsfreeze", "--freeze", self.fs.path])
+        self.addCleanup(self.thaw)
+
+    def thaw(self):
+        subprocess.run(["fsfreeze", "--unfreeze", self.fs.path], capture_output=True)
+
+    def wait_no_jobs(self, timeout=30):
+        harness.poll_until(lambda: not self.c.prop(ROOT_PATH, MANAGER, "Jobs"), timeout,
+                           "the job to vanish")
+
+    def test_jobs_lists_the_clone_and_cancel_from_another_process_undoes_it(self):
+        before = self.snapshot_state(extra_dirs=[self.fs.path])
+        clone = self.start_ctl("clone", "p1/v1", "p1/c1")
+        job = self.wait_for_job(clone)
+        self.freeze()
+
+        jobs = self.ctl_json("jobs")
+        self.assertIsInstance(jobs, list)
+        self.assertEqual(len(jobs), 1, jobs)
+        entry = jobs[0]
+        self.assertEqual(entry.get("path"), job)
+        self.assertIsInstance(entry.get("id"), str)
+        self.assertTrue(job.endswith("/" + entry["id"]), (job, entry["id"]))
+        self.assertEqual(entry.get("operation"), "Clone")
+        self.assertIsInstance(entry.get("objects"), list)
+        self.assertIn(self.v1, entry["objects"])
+        self.assertGreater(entry.get("bytes_total", 0), 0)
+        self.assertLessEqual(entry.get("bytes_done"), entry["bytes_total"])
+        self.assertEqual(entry.get("started_by"), 0)
+        self.assertIs(entry.get("cancelable"), True)
+        self.assertTrue(0.0 <= entry.get("progress") <= 1.0, entry)
+        self.assert_near_now_usec(entry.get("start_time"))
+
+        text = self.ctl("jobs").stdout
+        row = [line for line in text.splitlines() if line.split()[:1] == [entry["id"]]]
+        self.assertEqual(len(row), 1, text)
+        self.assertIn("Clone", row[0])
+        self.assertIn("p1/v1", row[0])
+
+        # Another user may see the job, but not cancel it.
+        self.assertEqual([j["id"] for j in
+                          json.loads(self.ctl("--json", "jobs", user=USER_A).stdout)],
+                         [entry["id"]])
+        denied = self.ctl("cancel", entry["id"], user=USER_A, expect=EXIT_FAILURE)
+        self.assert_names_problem(denied, "authoriz")
+        self.assertEqual(self.c.prop(ROOT_PATH, MANAGER, "Jobs"), [job])
+
+        self.assertEqual(self.ctl("cancel", entry["id"]).stdout, "")
+        self.thaw()
+        code, out, err = self.finish(clone)
+        self.assertEqual(code, EXIT_FAILURE, "clone: stdout %r stderr %r" % (out, err))
+        self.assertIn("cancel", err.lower())
+        self.assertNotIn("\r", err)
+        self.assertEqual(out, "")
+
+        self.wait_no_jobs()
+        self.assertEqual(self.ctl_json("jobs"), [])
+        self.assert_fails(harness.Error.NotFound, self.c.get_volume, "p1", "c1")
+        self.assertFalse(os.path.lexists(harness.dir_volume_file(self.fs.path, "c1")))
+        self.assertEqual(harness.staging_entries(self.fs.path), [])
+        self.assertEqual(self.snapshot_state(extra_dirs=[self.fs.path]), before)
+
+    def test_cancel_takes_the_job_path(self):
+        clone = self.start_ctl("--json", "clone", "p1/v1", "p1/c1")
+        job = self.wait_for_job(clone)
+        self.freeze()
+        self.ctl("cancel", job)
+        self.thaw()
+        code, out, err = self.finish(clone)
+        self.assertEqual(code, EXIT_FAILURE, "clone: stdout %r stderr %r" % (out, err))
+        self.assertEqual(out, "")
+        self.assertIn("cancel", err.lower())
+        self.wait_no_jobs()
+        self.assert_fails(harness.Error.NotFound, self.c.get_volume, "p1", "c1")
+
+    def test_a_user_cancels_their_own_job(self):
+        self.env.set_polkit_rules(rule_allowing(
+            ["org.cistern.volume.modify-own", "org.cistern.volume.read-own",
+             "org.cistern.volume.create"], USER_A))
+        self.c.create_volume(self.pool, "mine", BIG, {"owner": USER_A.uid})
+        write_bulk(harness.dir_volume_file(self.fs.path, "mine", "image"), BIG_DATA, seed=2)
+        self.c.refresh_pool(self.pool)
+        clone = self.start_ctl("clone", "p1/mine", "p1/c1", user=USER_A)
+        self.wait_for_job(clone)
+        self.freeze()
+        jobs = json.loads(self.ctl("--json", "jobs", user=USER_A).stdout)
+        self.assertEqual([(j["operation"], j["started_by"]) for j in jobs],
+                         [("Clone", USER_A.uid)])
+        self.assertIn(self.c.get_volume("p1", "mine"), jobs[0]["objects"])
+        self.ctl("cancel", jobs[0]["id"], user=USER_A)
+        self.thaw()
+        code, out, err = self.finish(clone)
+        self.assertEqual(code, EXIT_FAILURE, "clone: stdout %r stderr %r" % (out, err))
+        self.assertIn("cancel", err.lower())
+        self.wait_no_jobs()
+        self.assert_fails(harness.Error.NotFound, self.c.get_volume, "p1", "c1")
+        self.assertEqual(harness.staging_entries(self.fs.path), [])
+
+    def test_long_clone_draws_no_progress_when_stderr_is_no_terminal(self):
+        clone = self.start_ctl("clone", "p1/v1", "p1/c1")
+        self.wait_for_job(clone)
+        code, out, err = self.finish(clone)
+        self.assertEqual((code, err), (EXIT_OK, ""), "clone: stdout %r" % out)
+        self.assertEqual(self.c.prop(self.c.get_volume("p1", "c1"), VOLUME, "Size"), BIG)
+        segments = [harness.data_segments(harness.dir_volume_file(self.fs.path, name, "image"))
+                    for name in ("c1", "v1")]
+        self.assertEqual(segments[0], segments[1])
+
+    def clone_on_a_terminal(self, *args):
+        """Runs a long clone with stderr on a pseudo-terminal; returns what it drew there."""
+        master, slave = os.openpty()
+        self.addCleanup(os.close, master)
+        try:
+            clone = self.start_ctl(*args, stderr=slave)
+        finally:
+            os.close(slave)
+        self.wait_for_job(clone)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:     # EIO: the last holder of the terminal closed it
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        code, out, _ = self.finish(clone)
+        self.assertEqual(code, EXIT_OK, "clone: stdout %r, terminal %r" % (out, drawn))
+        return out, drawn
+
+    def test_long_clone_draws_progress_on_a_terminal(self):
+        # The counterpart of the test above: on a terminal the bar exists, and goes at the end.
+        _, drawn = self.clone_on_a_terminal("clone", "p1/v1", "p1/c1")
+        self.assertIn(b"%", drawn, "no progress bar on the terminal: %r" % drawn)
+        self.assertTrue(drawn.endswith(b"\r\x1b[K"), "the bar stayed: %r" % drawn[-200:])
+
+    def test_long_clone_with_json_draws_no_progress_even_on_a_terminal(self):
+        out, drawn = self.clone_on_a_terminal("--json", "clone", "p1/v1", "p1/c1")
+        self.assertEqual(drawn, b"")
+        self.assertEqual(json.loads(out), {"object": self.c.get_volume("p1", "c1")})
 
 if __name__ == "__main__":
     harness.main()
