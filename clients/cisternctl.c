@@ -108,6 +108,9 @@ static const Verb verbs[] = {
           "revert POOL/VOL REVISION" },
         { "clone",       3, 3,             OPTION_REVISION, VERB_AUTHORIZE, verb_clone,
           "clone POOL/VOL POOL/NEWVOL [--revision=REVISION]" },
+        { "export",      3, 3,             OPTION_FORMAT | OPTION_NO_SPARSE | OPTION_REVISION,
+          VERB_AUTHORIZE, verb_export,
+          "export POOL/VOL FILE|- [--format=FORMAT] [--no-sparse] [--revision=REVISION]" },
         { "jobs",        1, 1,             0, 0,              verb_jobs,
           "jobs" },
         { "cancel",      2, 2,             0, VERB_AUTHORIZE, verb_cancel,
@@ -127,6 +130,7 @@ enum {
         ARG_ALLOW_SHRINK,
         ARG_REVISION,
         ARG_REMOVE,
+        ARG_NO_SPARSE,
         ARG_VERB_OPTION_END,
 
         ARG_VERSION,
@@ -150,6 +154,7 @@ static const struct option options[] = {
         { "allow-shrink",      no_argument,       NULL, ARG_ALLOW_SHRINK      },
         { "revision",          required_argument, NULL, ARG_REVISION          },
         { "remove",            required_argument, NULL, ARG_REMOVE            },
+        { "no-sparse",         no_argument,       NULL, ARG_NO_SPARSE         },
         {}
 };
 
@@ -192,6 +197,8 @@ static void help(void) {
                "  revert POOL/VOL REVISION   Make a revision the image of a stopped volume; the\n"
                "                             image it replaces becomes a revision too\n"
                "  clone POOL/VOL POOL/NEWVOL Create a new volume with the content of another\n"
+               "  export POOL/VOL FILE|-     Write the volume's image into FILE (created or\n"
+               "                             emptied first), or to standard output with -\n"
                "\n"
                "Jobs (operations that move data, while they run):\n"
                "  jobs                       List the running jobs and their progress\n"
@@ -228,7 +235,13 @@ static void help(void) {
                "     --remove=REVISION       Delete this revision instead of listing\n"
                "\n"
                "Options of clone:\n"
-               "     --revision=REVISION     Copy this revision rather than the current image\n");
+               "     --revision=REVISION     Copy this revision rather than the current image\n"
+               "\n"
+               "Options of export:\n"
+               "     --format=FORMAT         Format to write (default: the volume's own)\n"
+               "     --no-sparse             Write the holes of the image as zeros too (default:\n"
+               "                             holes stay holes in a regular file)\n"
+               "     --revision=REVISION     Export this revision rather than the current image\n");
         printf("\n"
                "Pool configuration (KEY=VALUE), by driver:\n"
                "  dir    path=DIR               Existing directory that holds the pool (required)\n"
@@ -239,10 +252,10 @@ static void help(void) {
                "Sizes are a number of bytes, or a number with a suffix K, M, G, T, P or E\n"
                "(also KiB, MiB...; any case), all powers of 1024: 10G is 10 GiB, 1.5T works too.\n"
                "\n"
-               "On a terminal, start, stop, snapshot, revert and clone show the progress of\n"
-               "the work they wait for, and Ctrl-C cancels that work. When an action needs a\n"
-               "password, a prompt appears. Exit status is 0 on success, 1 when the action\n"
-               "failed, 2 when the command line is wrong.\n"
+               "On a terminal, start, stop, snapshot, revert, clone and export show the\n"
+               "progress of the work they wait for, and Ctrl-C cancels that work. When an\n"
+               "action needs a password, a prompt appears. Exit status is 0 on success, 1\n"
+               "when the action failed, 2 when the command line is wrong.\n"
                "See cisternctl(1) for the JSON output and more.\n");
 }
 
@@ -337,6 +350,7 @@ static int parse_verb_option(Context *c, int opt, const char *arg) {
         case ARG_READ_ONLY:       c->read_only = true;       return 0;
         case ARG_PREALLOCATE:     c->preallocate = true;     return 0;
         case ARG_ALLOW_SHRINK:    c->allow_shrink = true;    return 0;
+        case ARG_NO_SPARSE:       c->no_sparse = true;       return 0;
         case ARG_OWNER:
                 return parse_owner(arg, &c->owner);
         case ARG_REVISIONS_TO_KEEP:

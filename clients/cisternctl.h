@@ -17,6 +17,7 @@ typedef enum VerbOption {
         OPTION_ALLOW_SHRINK      = 1 << 8,
         OPTION_REVISION          = 1 << 9,
         OPTION_REMOVE            = 1 << 10,
+        OPTION_NO_SPARSE         = 1 << 11,
 } VerbOption;
 
 /* Options that make a command change something, so that it may need a password. */
@@ -60,6 +61,7 @@ struct Context {
         bool allow_shrink;
         const char *revision;
         const char *remove;
+        bool no_sparse;
 };
 
 /* Connects to the system bus on first use. Commands parse all their arguments before calling
@@ -101,5 +103,6 @@ int verb_snapshot(Context *c, int argc, char *argv[]);
 int verb_revisions(Context *c, int argc, char *argv[]);
 int verb_revert(Context *c, int argc, char *argv[]);
 int verb_clone(Context *c, int argc, char *argv[]);
+int verb_export(Context *c, int argc, char *argv[]);
 int verb_jobs(Context *c, int argc, char *argv[]);
 int verb_cancel(Context *c, int argc, char *argv[]);
