@@ -66,6 +66,7 @@
 
 #include "config.h"
 #include "cisternctl.h"
+#include "ctl-objects.h"
 #include "output.h"
 #include "polkit-agent.h"
 #include "sizes.h"
@@ -275,9 +276,8 @@ static void print_usage_hint(const Verb *verb) {
 int usage_error(const Context *c, const char *format, ...) {
         va_list ap;
 
-        fprintf(stderr, "%s: ", program_invocation_short_name);
         va_start(ap, format);
-        vfprintf(stderr, format, ap);
+        log_begin_va(format, ap);
         va_end(ap);
         fputc('\n', stderr);
 
@@ -466,6 +466,16 @@ int context_acquire_bus(Context *c, sd_bus **ret) {
 
         *ret = c->bus;
         return 0;
+}
+
+int context_get_objects(Context *c, Objects *ret) {
+        sd_bus *bus = NULL;
+        int r;
+
+        r = context_acquire_bus(c, &bus);
+        if (r < 0)
+                return r;
+        return objects_get(bus, ret);
 }
 
 int print_created_object(const Context *c, sd_bus_message *reply) {

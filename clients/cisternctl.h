@@ -68,6 +68,10 @@ struct Context {
  * it, so that a usage error never depends on the bus being there. */
 int context_acquire_bus(Context *c, sd_bus **ret);
 
+/* Everything the service holds (GetManagedObjects), over the bus context_acquire_bus() gives. */
+typedef struct Objects Objects;
+int context_get_objects(Context *c, Objects *ret);
+
 /* Whether method calls of this command may ask for a password. */
 bool context_interactive(const Context *c);
 
@@ -81,6 +85,11 @@ int parse_size_arg(const Context *c, const char *arg, uint64_t *ret);
 /* Finds POOL/VOL and prepares a call of one of its methods. */
 int volume_method_call(Context *c, const char *pool, const char *volume, const char *member,
                        sd_bus_message **ret);
+
+/* Parses POOL/VOL, finds it and prepares a call of a method whose only argument is its options,
+ * given empty. */
+int volume_call_empty_options(Context *c, const char *arg, const char *member,
+                              char **ret_pool, char **ret_volume, sd_bus_message **ret);
 
 /* Whether long operations draw a progress bar: on a terminal, and not with --json. */
 bool context_show_progress(const Context *c);

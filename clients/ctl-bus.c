@@ -11,9 +11,8 @@ int log_bus_error(int r, const sd_bus_error *error, const char *format, ...) {
         else
                 why = strerror(r < 0 ? -r : r);
 
-        fprintf(stderr, "%s: ", program_invocation_short_name);
         va_start(ap, format);
-        vfprintf(stderr, format, ap);
+        log_begin_va(format, ap);
         va_end(ap);
         fprintf(stderr, ": %s\n", why);
 
@@ -130,22 +129,16 @@ static int read_basic_json(sd_bus_message *m, char type, json_object **ret) {
         return 0;
 }
 
-/* a{s…}, a{o…}, a{g…} → a JSON object. */
-static int read_dict_json(sd_bus_message *m, const char *contents, json_object **ret) {
-        _cleanup_json_put_ json_object *obj = NULL;
+int bus_read_dict(sd_bus_message *m, const char *contents, bus_dict_entry_reader_t read_entry,
+                  void *userdata) {
         int r;
 
         r = sd_bus_message_enter_container(m, 'a', contents);
         if (r < 0)
                 return r;
 
-        obj = json_object_new_object();
-        if (!obj)
-                return -ENOMEM;
-
         /* Entering with NULL contents at the end of the array is -ENXIO, not 0: ask first. */
         while ((r = sd_bus_message_at_end(m, false)) == 0) {
-                json_object *value = NULL;
                 const char *key;
 
                 r = sd_bus_message_enter_container(m, 'e', NULL);
@@ -154,16 +147,72 @@ static int read_dict_json(sd_bus_message *m, const char *contents, json_object *
                 r = sd_bus_message_read_basic(m, contents[1], &key);
                 if (r < 0)
                         return r;
-                r = bus_message_read_json(m, &value);
+                r = read_entry(m, key, userdata);
                 if (r < 0)
                         return r;
-                if (json_object_object_add(obj, key, value) < 0) {
-                        json_object_put(value);
-                        return -ENOMEM;
-                }
                 r = sd_bus_message_exit_container(m);
                 if (r < 0)
                         return r;
+        }
+        if (r < 0)
+                return r;
+
+        return sd_bus_message_exit_container(m);
+}
+
+static int read_dict_entry_json(sd_bus_message *m, const char *key, void *userdata) {
+        json_object *value = NULL;
+        int r;
+
+        r = bus_message_read_json(m, &value);
+        if (r < 0)
+                return r;
+        if (json_object_object_add(userdata, key, value) < 0) {
+                json_object_put(value);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+/* a{s…}, a{o…}, a{g…} → a JSON object. */
+static int read_dict_json(sd_bus_message *m, const char *contents, json_object **ret) {
+        _cleanup_json_put_ json_object *obj = json_object_new_object();
+        int r;
+
+        if (!obj)
+                return -ENOMEM;
+
+        r = bus_read_dict(m, contents, read_dict_entry_json, obj);
+        if (r < 0)
+                return r;
+
+        *ret = TAKE_PTR(obj);
+        return 0;
+}
+
+int bus_read_json_array(sd_bus_message *m, char type, const char *contents,
+                        bus_json_reader_t read_element, json_object **ret) {
+        _cleanup_json_put_ json_object *a = NULL;
+        int r;
+
+        r = sd_bus_message_enter_container(m, type, contents);
+        if (r < 0)
+                return r;
+
+        a = json_object_new_array();
+        if (!a)
+                return -ENOMEM;
+
+        while ((r = sd_bus_message_at_end(m, false)) == 0) {
+                json_object *e = NULL;
+
+                r = read_element(m, &e);
+                if (r < 0)
+                        return r;
+                if (json_object_array_add(a, e) < 0) {
+                        json_object_put(e);
+                        return -ENOMEM;
+                }
         }
         if (r < 0)
                 return r;
@@ -172,43 +221,20 @@ static int read_dict_json(sd_bus_message *m, const char *contents, json_object *
         if (r < 0)
                 return r;
 
-        *ret = TAKE_PTR(obj);
+        *ret = TAKE_PTR(a);
         return 0;
 }
 
-/* Arrays, structures and non-string-keyed dict entries → JSON arrays; variants → their value. */
-static int read_container_json(sd_bus_message *m, char type, const char *contents, json_object **ret) {
+static int read_variant_json(sd_bus_message *m, const char *contents, json_object **ret) {
         _cleanup_json_put_ json_object *j = NULL;
         int r;
 
-        r = sd_bus_message_enter_container(m, type, contents);
+        r = sd_bus_message_enter_container(m, 'v', contents);
         if (r < 0)
                 return r;
-
-        if (type == 'v') {
-                r = bus_message_read_json(m, &j);
-                if (r < 0)
-                        return r;
-        } else {
-                j = json_object_new_array();
-                if (!j)
-                        return -ENOMEM;
-
-                while ((r = sd_bus_message_at_end(m, false)) == 0) {
-                        json_object *e = NULL;
-
-                        r = bus_message_read_json(m, &e);
-                        if (r < 0)
-                                return r;
-                        if (json_object_array_add(j, e) < 0) {
-                                json_object_put(e);
-                                return -ENOMEM;
-                        }
-                }
-                if (r < 0)
-                        return r;
-        }
-
+        r = bus_message_read_json(m, &j);
+        if (r < 0)
+                return r;
         r = sd_bus_message_exit_container(m);
         if (r < 0)
                 return r;
@@ -232,7 +258,10 @@ int bus_message_read_json(sd_bus_message *m, json_object **ret) {
                 return read_basic_json(m, type, ret);
         if (type == 'a' && contents[0] == '{' && strchr("sog", contents[1]))
                 return read_dict_json(m, contents, ret);
-        return read_container_json(m, type, contents, ret);
+        if (type == 'v')
+                return read_variant_json(m, contents, ret);
+        /* Arrays, structures and non-string-keyed dict entries → JSON arrays. */
+        return bus_read_json_array(m, type, contents, bus_message_read_json, ret);
 }
 
 static const BusProperty *bus_property_find(const BusProperty *map, const char *name) {
@@ -242,16 +271,18 @@ static const BusProperty *bus_property_find(const BusProperty *map, const char *
         return NULL;
 }
 
-static int bus_read_one_property(sd_bus_message *m, const BusProperty *map, void *userdata) {
+typedef struct PropertyTarget {
+        const BusProperty *map;
+        void *userdata;
+} PropertyTarget;
+
+static int bus_read_one_property(sd_bus_message *m, const char *name, void *userdata) {
+        const PropertyTarget *t = userdata;
         const BusProperty *p;
-        const char *name, *contents;
+        const char *contents;
         int r;
 
-        r = sd_bus_message_read(m, "s", &name);
-        if (r < 0)
-                return r;
-
-        p = bus_property_find(map, name);
+        p = bus_property_find(t->map, name);
         if (!p)
                 return sd_bus_message_skip(m, "v");
 
@@ -265,31 +296,16 @@ static int bus_read_one_property(sd_bus_message *m, const BusProperty *map, void
         r = sd_bus_message_enter_container(m, 'v', contents);
         if (r < 0)
                 return r;
-        r = p->read(m, (uint8_t *) userdata + p->offset);
+        r = p->read(m, (uint8_t *) t->userdata + p->offset);
         if (r < 0)
                 return r;
         return sd_bus_message_exit_container(m);
 }
 
 int bus_read_properties(sd_bus_message *m, const BusProperty *map, void *userdata) {
-        int r;
+        PropertyTarget t = { map, userdata };
 
-        r = sd_bus_message_enter_container(m, 'a', "{sv}");
-        if (r < 0)
-                return r;
-
-        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
-                r = bus_read_one_property(m, map, userdata);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(m);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-
-        return sd_bus_message_exit_container(m);
+        return bus_read_dict(m, "{sv}", bus_read_one_property, &t);
 }
 
 int bus_read_string(sd_bus_message *m, void *field) {

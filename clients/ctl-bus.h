@@ -42,6 +42,18 @@ int bus_get_all(sd_bus *bus, const char *path, const char *iface, sd_bus_message
  * structures arrays, variants their content. */
 int bus_message_read_json(sd_bus_message *m, json_object **ret);
 
+/* Reads a dictionary whose keys are strings or object paths (contents "{sv}", "{oa{sv}}"…):
+ * calls read_entry with each key, to read the value that follows. */
+typedef int (*bus_dict_entry_reader_t)(sd_bus_message *m, const char *key, void *userdata);
+int bus_read_dict(sd_bus_message *m, const char *contents, bus_dict_entry_reader_t read_entry,
+                  void *userdata);
+
+/* Enters a container (an array, a structure…), reads each of its elements with read_element
+ * into one JSON array, and leaves it. */
+typedef int (*bus_json_reader_t)(sd_bus_message *m, json_object **ret);
+int bus_read_json_array(sd_bus_message *m, char type, const char *contents,
+                        bus_json_reader_t read_element, json_object **ret);
+
 /* Reading an a{sv} into a C struct, in the manner of systemd's bus_map_all_properties(): each
  * known name is read by its reader into the struct at offset; unknown names are skipped, so a
  * newer daemon with more properties still works. A known name with another type is an error. */

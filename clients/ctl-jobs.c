@@ -9,19 +9,8 @@
 #include "output.h"
 #include "progress.h"
 
-static json_object *strv_to_json(char **l) {
-        _cleanup_json_put_ json_object *a = json_object_new_array();
-
-        if (!a)
-                return NULL;
-        STRV_FOREACH(s, l)
-                if (json_object_array_add(a, json_object_new_string(*s)) < 0)
-                        return NULL;
-        return TAKE_PTR(a);
-}
-
 static json_object *job_to_json(const Job *j) {
-        _cleanup_json_put_ json_object *o = json_object_new_object(), *objects = strv_to_json(j->objects);
+        _cleanup_json_put_ json_object *o = json_object_new_object(), *objects = json_new_strv(j->objects);
 
         if (!o || !objects ||
             json_add(o, "id", json_object_new_string(j->id)) < 0 ||
@@ -48,14 +37,9 @@ static int jobs_json(const Objects *objects) {
         if (!a)
                 return log_oom();
 
-        for (size_t i = 0; i < objects->n_jobs; i++) {
-                json_object *o = job_to_json(&objects->jobs[i]);
-
-                if (!o || json_object_array_add(a, o) < 0) {
-                        json_object_put(o);
+        for (size_t i = 0; i < objects->n_jobs; i++)
+                if (json_append(a, job_to_json(&objects->jobs[i])) < 0)
                         return log_oom();
-                }
-        }
 
         return json_print(a);
 }
@@ -123,15 +107,10 @@ static int jobs_text(const Objects *objects) {
 
 int verb_jobs(Context *c, int argc, char *argv[]) {
         _cleanup_(objects_done) Objects objects = {};
-        sd_bus *bus;
         int r;
 
-        r = context_acquire_bus(c, &bus);
-        if (r < 0)
-                return r;
-
         /* Pools and volumes come along, for names in place of the paths in OBJECTS. */
-        r = objects_get(bus, &objects);
+        r = context_get_objects(c, &objects);
         if (r < 0)
                 return r;
 

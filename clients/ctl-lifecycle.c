@@ -14,16 +14,9 @@ static int volume_call_simple(Context *c, const char *arg, const char *member, c
         _cleanup_free_ char *pool = NULL, *volume = NULL;
         int r;
 
-        r = parse_volume_arg(c, arg, &pool, &volume);
+        r = volume_call_empty_options(c, arg, member, &pool, &volume, &m);
         if (r < 0)
                 return r;
-
-        r = volume_method_call(c, pool, volume, member, &m);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_append(m, "a{sv}", 0);
-        if (r < 0)
-                return log_error_errno(r, "Failed to build the call: %s", strerror(-r));
 
         r = bus_call_with_progress(c->bus, m, sd_bus_message_get_path(m), context_show_progress(c),
                                    &error, NULL);
@@ -48,16 +41,9 @@ int verb_snapshot(Context *c, int argc, char *argv[]) {
         const char *revision;
         int r;
 
-        r = parse_volume_arg(c, argv[1], &pool, &volume);
+        r = volume_call_empty_options(c, argv[1], "CreateSnapshot", &pool, &volume, &m);
         if (r < 0)
                 return r;
-
-        r = volume_method_call(c, pool, volume, "CreateSnapshot", &m);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_append(m, "a{sv}", 0);
-        if (r < 0)
-                return log_error_errno(r, "Failed to build the call: %s", strerror(-r));
 
         r = bus_call_with_progress(c->bus, m, sd_bus_message_get_path(m), context_show_progress(c),
                                    &error, &reply);

@@ -117,38 +117,17 @@ void objects_done(Objects *o) {
 }
 
 /* Reads an array of structures with the given signature, handing each element to make_json. */
-static int read_struct_array(sd_bus_message *m, const char *contents,
-                             int (*make_json)(sd_bus_message *m, json_object **ret), void *field) {
-        _cleanup_json_put_ json_object *a = NULL;
-        json_object **p = field;
+static int read_struct_array(sd_bus_message *m, const char *contents, bus_json_reader_t make_json,
+                             void *field) {
+        json_object **p = field, *a = NULL;
         int r;
 
-        a = json_object_new_array();
-        if (!a)
-                return -ENOMEM;
-
-        r = sd_bus_message_enter_container(m, 'a', contents);
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_at_end(m, false)) == 0) {
-                json_object *e = NULL;
-
-                r = make_json(m, &e);
-                if (r < 0)
-                        return r;
-                if (json_object_array_add(a, e) < 0) {
-                        json_object_put(e);
-                        return -ENOMEM;
-                }
-        }
-        if (r < 0)
-                return r;
-        r = sd_bus_message_exit_container(m);
+        r = bus_read_json_array(m, 'a', contents, make_json, &a);
         if (r < 0)
                 return r;
 
         json_object_put(*p);
-        *p = TAKE_PTR(a);
+        *p = a;
         return 0;
 }
 
@@ -346,64 +325,33 @@ static int builder_add_job(ObjectsBuilder *b, sd_bus_message *m, const char *pat
         return 0;
 }
 
-/* One object's a{sa{sv}}: keeps pools, volumes and jobs, skips anything newer. */
-static int builder_add_object(ObjectsBuilder *b, sd_bus_message *m, const char *path) {
-        const char *iface;
-        int r;
+typedef struct ObjectInterface {
+        ObjectsBuilder *builder;
+        const char *path;
+} ObjectInterface;
 
-        r = sd_bus_message_enter_container(m, 'a', "{sa{sv}}");
-        if (r < 0)
-                return r;
+/* One interface of an object: keeps pools, volumes and jobs, skips anything newer. */
+static int builder_add_interface(sd_bus_message *m, const char *iface, void *userdata) {
+        const ObjectInterface *o = userdata;
 
-        while ((r = sd_bus_message_enter_container(m, 'e', "sa{sv}")) > 0) {
-                r = sd_bus_message_read(m, "s", &iface);
-                if (r < 0)
-                        return r;
+        if (streq(iface, CISTERN_POOL_IFACE))
+                return builder_add_pool(o->builder, m, o->path);
+        if (streq(iface, CISTERN_VOLUME_IFACE))
+                return builder_add_volume(o->builder, m, o->path);
+        if (streq(iface, CISTERN_JOB_IFACE))
+                return builder_add_job(o->builder, m, o->path);
+        return sd_bus_message_skip(m, "a{sv}");
+}
 
-                if (streq(iface, CISTERN_POOL_IFACE))
-                        r = builder_add_pool(b, m, path);
-                else if (streq(iface, CISTERN_VOLUME_IFACE))
-                        r = builder_add_volume(b, m, path);
-                else if (streq(iface, CISTERN_JOB_IFACE))
-                        r = builder_add_job(b, m, path);
-                else
-                        r = sd_bus_message_skip(m, "a{sv}");
-                if (r < 0)
-                        return r;
+/* One object's a{sa{sv}}. */
+static int builder_add_object(sd_bus_message *m, const char *path, void *userdata) {
+        ObjectInterface o = { userdata, path };
 
-                r = sd_bus_message_exit_container(m);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-
-        return sd_bus_message_exit_container(m);
+        return bus_read_dict(m, "{sa{sv}}", builder_add_interface, &o);
 }
 
 static int builder_read(ObjectsBuilder *b, sd_bus_message *reply) {
-        const char *path;
-        int r;
-
-        r = sd_bus_message_enter_container(reply, 'a', "{oa{sa{sv}}}");
-        if (r < 0)
-                return r;
-
-        while ((r = sd_bus_message_enter_container(reply, 'e', "oa{sa{sv}}")) > 0) {
-                r = sd_bus_message_read(reply, "o", &path);
-                if (r < 0)
-                        return r;
-                r = builder_add_object(b, reply, path);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(reply);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-
-        return sd_bus_message_exit_container(reply);
+        return bus_read_dict(reply, "{oa{sa{sv}}}", builder_add_object, b);
 }
 
 static int pool_cmp_path(const void *a, const void *b) {

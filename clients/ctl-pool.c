@@ -8,15 +8,10 @@
 #include "sizes.h"
 
 static int status_json(const ManagerInfo *info) {
-        _cleanup_json_put_ json_object *o = json_object_new_object(), *drivers = json_object_new_array();
+        _cleanup_json_put_ json_object *o = json_object_new_object(), *drivers = json_new_strv(info->drivers);
 
-        if (!o || !drivers)
-                return log_oom();
-        STRV_FOREACH(d, info->drivers)
-                if (json_object_array_add(drivers, json_object_new_string(*d)) < 0)
-                        return log_oom();
-
-        if (json_add(o, "version", json_object_new_string(strempty(info->version))) < 0 ||
+        if (!o || !drivers ||
+            json_add(o, "version", json_object_new_string(strempty(info->version))) < 0 ||
             json_add(o, "drivers", TAKE_PTR(drivers)) < 0 ||
             json_add(o, "pools", json_object_new_uint64(info->n_pools)) < 0 ||
             json_add(o, "jobs", json_object_new_uint64(info->n_jobs)) < 0)
@@ -91,14 +86,9 @@ static int pools_json(const Objects *objects) {
         if (!a)
                 return log_oom();
 
-        for (size_t i = 0; i < objects->n_pools; i++) {
-                json_object *o = pool_to_json(&objects->pools[i]);
-
-                if (!o || json_object_array_add(a, o) < 0) {
-                        json_object_put(o);
+        for (size_t i = 0; i < objects->n_pools; i++)
+                if (json_append(a, pool_to_json(&objects->pools[i])) < 0)
                         return log_oom();
-                }
-        }
 
         return json_print(a);
 }
@@ -129,14 +119,9 @@ static int pools_text(const Objects *objects) {
 
 int verb_pools(Context *c, int argc, char *argv[]) {
         _cleanup_(objects_done) Objects objects = {};
-        sd_bus *bus;
         int r;
 
-        r = context_acquire_bus(c, &bus);
-        if (r < 0)
-                return r;
-
-        r = objects_get(bus, &objects);
+        r = context_get_objects(c, &objects);
         if (r < 0)
                 return r;
 

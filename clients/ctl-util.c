@@ -2,12 +2,16 @@
 
 #include "ctl-util.h"
 
+void log_begin_va(const char *format, va_list ap) {
+        fprintf(stderr, "%s: ", program_invocation_short_name);
+        vfprintf(stderr, format, ap);
+}
+
 int log_error_errno(int error, const char *format, ...) {
         va_list ap;
 
-        fprintf(stderr, "%s: ", program_invocation_short_name);
         va_start(ap, format);
-        vfprintf(stderr, format, ap);
+        log_begin_va(format, ap);
         va_end(ap);
         fputc('\n', stderr);
 

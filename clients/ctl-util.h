@@ -84,6 +84,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put);
  * Returns -abs(error), so that "return log_error_errno(r, ...)" reads naturally. There is no
  * "%m": callers pass strerror() or the daemon's message explicitly. */
 int log_error_errno(int error, const char *format, ...) _printf_(2, 3);
+
+/* Prints "cisternctl: <message>" on stderr without ending the line, for the log functions. */
+void log_begin_va(const char *format, va_list ap) _printf_(1, 0);
 #define log_oom() log_error_errno(ENOMEM, "Out of memory.")
 
 /* Decimal digits only, no sign, within 32 bits. Returns 0, -EINVAL or -ERANGE. */

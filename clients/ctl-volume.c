@@ -43,17 +43,10 @@ static int list_json(const Objects *objects, const char *pool_path) {
         if (!a)
                 return log_oom();
 
-        for (size_t i = 0; i < objects->n_volumes; i++) {
-                json_object *o;
-
-                if (!volume_selected(&objects->volumes[i], pool_path))
-                        continue;
-                o = volume_to_json(&objects->volumes[i]);
-                if (!o || json_object_array_add(a, o) < 0) {
-                        json_object_put(o);
+        for (size_t i = 0; i < objects->n_volumes; i++)
+                if (volume_selected(&objects->volumes[i], pool_path) &&
+                    json_append(a, volume_to_json(&objects->volumes[i])) < 0)
                         return log_oom();
-                }
-        }
 
         return json_print(a);
 }
@@ -99,7 +92,7 @@ int verb_list(Context *c, int argc, char *argv[]) {
         }
 
         /* One GetManagedObjects for everything: one round trip, however many volumes. */
-        r = objects_get(bus, &objects);
+        r = context_get_objects(c, &objects);
         if (r < 0)
                 return r;
 
@@ -215,22 +208,38 @@ int volume_method_call(Context *c, const char *pool, const char *volume, const c
         return 0;
 }
 
+int volume_call_empty_options(Context *c, const char *arg, const char *member,
+                              char **ret_pool, char **ret_volume, sd_bus_message **ret) {
+        _cleanup_bus_message_unref_ sd_bus_message *m = NULL;
+        _cleanup_free_ char *pool = NULL, *volume = NULL;
+        int r;
+
+        r = parse_volume_arg(c, arg, &pool, &volume);
+        if (r < 0)
+                return r;
+
+        r = volume_method_call(c, pool, volume, member, &m);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "a{sv}", 0);
+        if (r < 0)
+                return log_error_errno(r, "Failed to build the call: %s", strerror(-r));
+
+        *ret_pool = TAKE_PTR(pool);
+        *ret_volume = TAKE_PTR(volume);
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
 int verb_remove(Context *c, int argc, char *argv[]) {
         _cleanup_bus_error_free_ sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_bus_message_unref_ sd_bus_message *m = NULL;
         _cleanup_free_ char *pool = NULL, *volume = NULL;
         int r;
 
-        r = parse_volume_arg(c, argv[1], &pool, &volume);
+        r = volume_call_empty_options(c, argv[1], "Remove", &pool, &volume, &m);
         if (r < 0)
                 return r;
-
-        r = volume_method_call(c, pool, volume, "Remove", &m);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_append(m, "a{sv}", 0);
-        if (r < 0)
-                return log_error_errno(r, "Failed to build the call: %s", strerror(-r));
 
         r = bus_call_long(c->bus, m, &error, NULL);
         if (r < 0)
@@ -451,16 +460,9 @@ int verb_info(Context *c, int argc, char *argv[]) {
         const char *path;
         int r;
 
-        r = parse_volume_arg(c, argv[1], &pool, &volume);
+        r = volume_call_empty_options(c, argv[1], "Info", &pool, &volume, &m);
         if (r < 0)
                 return r;
-
-        r = volume_method_call(c, pool, volume, "Info", &m);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_append(m, "a{sv}", 0);
-        if (r < 0)
-                return log_error_errno(r, "Failed to build the call: %s", strerror(-r));
 
         path = sd_bus_message_get_path(m);
         r = volume_get(c->bus, path, &v);

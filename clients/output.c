@@ -204,6 +204,25 @@ json_object *json_new_string_or_null(const char *s) {
         return s ? json_object_new_string(s) : NULL;
 }
 
+int json_append(json_object *array, json_object *element) {
+        if (!element || json_object_array_add(array, element) < 0) {
+                json_object_put(element);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+json_object *json_new_strv(char **l) {
+        _cleanup_json_put_ json_object *a = json_object_new_array();
+
+        if (!a)
+                return NULL;
+        STRV_FOREACH(s, l)
+                if (json_object_array_add(a, json_object_new_string(*s)) < 0)
+                        return NULL;
+        return TAKE_PTR(a);
+}
+
 char *format_timestamp(char *buf, size_t len, uint64_t usec) {
         time_t sec = (time_t) (usec / USEC_PER_SEC);
         struct tm tm;

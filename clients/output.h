@@ -47,6 +47,12 @@ int json_print(json_object *o);
 int json_add(json_object *obj, const char *key, json_object *value);
 json_object *json_new_string_or_null(const char *s);
 
+/* Appends element to array, which takes it; a NULL element (a failed allocation) is -ENOMEM. */
+int json_append(json_object *array, json_object *element);
+
+/* A JSON array of the strings in l, or NULL when out of memory. */
+json_object *json_new_strv(char **l);
+
 /* "Sat 2025-11-22 02:13:00 UTC" in local time, or "n/a" for 0. */
 char *format_timestamp(char *buf, size_t len, uint64_t usec);
 
