@@ -61,20 +61,19 @@ static void export_target_remove(ExportTarget *t) {
                 (void) log_error_errno(errno, "Failed to remove the incomplete %s: %s", t->path, strerror(errno));
 }
 
-/* Whether the service may copy sparsely into the target. A sparse copy into a regular file
- * writes it from its start at fixed offsets, holes staying holes; standard output redirected
- * with ">>", or at an offset where something else already wrote, needs plain writes at its
- * offset instead. The service copies sparsely into regular files only anyway. */
-static bool export_target_sparse(const ExportTarget *t, bool no_sparse) {
+/* The service writes a regular file from its start, replacing what it held. Standard output
+ * redirected with ">>", or already written to, would lose that: refuse it. */
+static int export_target_check(const ExportTarget *t) {
         int flags;
 
-        if (no_sparse)
-                return false;
         if (t->path || !S_ISREG(t->st.st_mode))
-                return true;
-
+                return 0;
         flags = fcntl(t->fd, F_GETFL);
-        return flags >= 0 && !(flags & O_APPEND) && lseek(t->fd, 0, SEEK_CUR) == 0;
+        if (flags < 0 || (flags & O_APPEND) || lseek(t->fd, 0, SEEK_CUR) != 0) {
+                return log_error_errno(EINVAL, "Standard output is a file opened for appending or already "
+                                       "written to; name the file instead.");
+        }
+        return 0;
 }
 
 static int export_options_append(const Context *c, sd_bus_message *m, bool sparse) {
@@ -127,7 +126,10 @@ int verb_export(Context *c, int argc, char *argv[]) {
                         return r;
                 where = file;
         }
-        sparse = export_target_sparse(&t, c->no_sparse);
+        r = export_target_check(&t);
+        if (r < 0)
+                return r;
+        sparse = !c->no_sparse;
 
         r = sd_bus_message_append(m, "h", t.fd);
         if (r >= 0)
@@ -145,9 +147,9 @@ int verb_export(Context *c, int argc, char *argv[]) {
                                      pool, volume, where);
         }
 
-        /* The sparse copy wrote at fixed offsets and left the offset we share with whatever
-         * writes to standard output next at the start; move it past the image. */
-        if (!t.path && sparse && S_ISREG(t.st.st_mode))
+        /* The copy wrote at fixed offsets and left the offset we share with whatever writes to
+         * standard output next at the start; move it past the image. */
+        if (!t.path && S_ISREG(t.st.st_mode))
                 (void) lseek(t.fd, 0, SEEK_END);
 
         /* A network filesystem may report a failed write only now. */

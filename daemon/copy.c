@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -286,53 +287,80 @@ int copy_file(int src_fd, int dst_fd, ReflinkMode mode, CopyProgress *progress) 
         return r < 0 ? r : 0;
 }
 
-/* write() all of p to a pipe or socket, waiting when the caller made it non-blocking. */
-static int write_all_stream(int fd, const uint8_t *p, size_t n) {
-        while (n > 0) {
-                ssize_t k = write(fd, p, n);
+/* Waits up to 100 ms for fd to take more data; the caller then looks at cancel again. */
+static int wait_writable(int fd) {
+        struct pollfd pfd = { .fd = fd, .events = POLLOUT };
 
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno == EAGAIN) {
-                                struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-
-                                if (poll(&pfd, 1, 1000) < 0 && errno != EINTR)
-                                        return -errno;
-                                continue;
-                        }
-                        return -errno;
-                }
-                p += k;
-                n -= (size_t) k;
-        }
+        if (poll(&pfd, 1, 100) < 0 && errno != EINTR)
+                return -errno;
         return 0;
+}
+
+/* Moves up to n bytes from src at *offset into the pipe or socket dst without ever blocking,
+ * whatever the caller's flags on dst: a reader that stops reading must not hold the thread
+ * past a Cancel. Returns the bytes moved, 0 when dst is full for now. */
+static ssize_t stream_some(int src_fd, uint64_t offset, int dst_fd, bool pipe, uint8_t *buffer, size_t n) {
+        loff_t in = (loff_t) offset;
+        ssize_t k;
+
+        if (pipe)
+                k = splice(src_fd, &in, dst_fd, NULL, n, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+        else {
+                k = pread(src_fd, buffer, n, (off_t) offset);
+                if (k <= 0)
+                        return k < 0 ? -errno : -EIO;   /* a committed image does not shrink */
+                k = send(dst_fd, buffer, (size_t) k, MSG_DONTWAIT | MSG_NOSIGNAL);
+        }
+        if (k < 0)
+                return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+        if (k == 0 && pipe)
+                return -EIO;
+        return k;
 }
 
 int copy_stream(int src_fd, int dst_fd, CopyProgress *progress) {
         _cleanup_free_ uint8_t *buffer = malloc(BUFFER_SIZE);
+        struct stat src, dst;
         uint64_t offset = 0;
 
         if (!buffer)
                 return -ENOMEM;
-        for (;;) {
-                ssize_t n;
+        if (fstat(src_fd, &src) < 0 || fstat(dst_fd, &dst) < 0)
+                return -errno;
+        if (!S_ISFIFO(dst.st_mode) && !S_ISSOCK(dst.st_mode))
+                return -EINVAL;
+        while (offset < (uint64_t) src.st_size) {
+                ssize_t k;
                 int r;
 
                 if (copy_cancelled(progress))
                         return -ECANCELED;
-                n = pread(src_fd, buffer, BUFFER_SIZE, (off_t) offset);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
+                k = stream_some(src_fd, offset, dst_fd, S_ISFIFO(dst.st_mode), buffer,
+                                (size_t) MIN((uint64_t) src.st_size - offset, BUFFER_SIZE));
+                if (k < 0)
+                        return (int) k;
+                if (k == 0) {
+                        r = wait_writable(dst_fd);
+                        if (r < 0)
+                                return r;
+                        continue;
                 }
-                if (n == 0)
-                        return 0;
-                r = write_all_stream(dst_fd, buffer, (size_t) n);
-                if (r < 0)
-                        return r;
-                offset += (uint64_t) n;
-                progress_add(progress, (uint64_t) n);
+                offset += (uint64_t) k;
+                progress_add(progress, (uint64_t) k);
         }
+        return 0;
+}
+
+int copy_whole(int src_fd, int dst_fd, CopyProgress *progress) {
+        Copy c = { .src_fd = src_fd, .dst_fd = dst_fd, .progress = progress, .read_write = true };
+        struct stat st;
+        int r;
+
+        if (fstat(src_fd, &st) < 0)
+                return -errno;
+        if (ftruncate(dst_fd, 0) < 0 || ftruncate(dst_fd, st.st_size) < 0)
+                return -errno;
+        r = copy_range(&c, 0, (uint64_t) st.st_size);
+        free(c.buffer);
+        return r;
 }

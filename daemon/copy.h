@@ -42,10 +42,14 @@ int copy_reflink(int src_fd, int dst_fd);
  * within one filesystem, and it has no flag against that. */
 int copy_sparse(int src_fd, int dst_fd, CopyProgress *progress);
 
-/* Writes all of src, holes as zeros, from its start into dst with write(): for pipes, sockets
- * and files that must not stay sparse. Waits on a non-blocking dst. Checks progress->cancel
- * between blocks of 1 MiB and counts them in progress->done. */
+/* Streams all of src, holes as zeros, into the pipe or socket dst, never blocking on dst
+ * whatever its flags (a stalled reader cannot hold the thread past a Cancel). Checks
+ * progress->cancel between blocks of at most 1 MiB and counts them in progress->done. */
 int copy_stream(int src_fd, int dst_fd, CopyProgress *progress);
+
+/* Copies all of src into the regular file dst from its start, holes written as zeros; dst is
+ * emptied first and ends with src's size. */
+int copy_whole(int src_fd, int dst_fd, CopyProgress *progress);
 
 /* A reflink or a sparse copy as mode says. Returns 1 when reflinked (progress->done is then
  * raised to progress->total), 0 when copied. REFLINK_NEVER copies through read and write, so

@@ -33,6 +33,9 @@ static int validate_caller_fd(int fd, bool for_writing, struct stat *ret_st, sd_
         if (!S_ISREG(ret_st->st_mode) && !S_ISFIFO(ret_st->st_mode) && !S_ISSOCK(ret_st->st_mode))
                 return sd_bus_error_set(error, ERR_INVALID_ARGUMENT,
                                         "The file descriptor must be a regular file, a pipe or a socket.");
+        if (for_writing && S_ISREG(ret_st->st_mode) && (flags & O_APPEND))
+                return sd_bus_error_set(error, ERR_INVALID_ARGUMENT,
+                                        "The file was opened for appending; the image is written from the file's start.");
         mode = flags & O_ACCMODE;
         if (for_writing ? mode == O_RDONLY : mode == O_WRONLY)
                 return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "The file descriptor is not open for %s.",
@@ -91,7 +94,8 @@ typedef struct ExportWork {
         Volume *volume;         /* kept alive by readers */
         int src_fd;
         int dst_fd;
-        bool sparse;            /* into a regular file, holes staying holes */
+        bool file;              /* into a regular file, written from its start; else streamed */
+        bool sparse;            /* holes staying holes in that file */
         Job *job;
 } ExportWork;
 
@@ -113,8 +117,10 @@ static int export_work(void *userdata) {
         CopyProgress *progress = &w->job->progress;
         int r;
 
-        r = w->sparse ? copy_sparse(w->src_fd, w->dst_fd, progress) : copy_stream(w->src_fd, w->dst_fd, progress);
-        if (r >= 0 && w->sparse && fsync(w->dst_fd) < 0 && errno != EINVAL)
+        if (!w->file)
+                return copy_stream(w->src_fd, w->dst_fd, progress);
+        r = w->sparse ? copy_sparse(w->src_fd, w->dst_fd, progress) : copy_whole(w->src_fd, w->dst_fd, progress);
+        if (r >= 0 && fsync(w->dst_fd) < 0 && errno != EINVAL)
                 r = -errno;
         return r;
 }
@@ -132,7 +138,7 @@ static void export_done(int r, void *userdata) {
 }
 
 /* Starts the copy of src into the caller's dst as a Job. Takes both fds. */
-static int export_start(Volume *v, sd_bus_message *msg, int src_fd, int dst_fd, bool sparse, sd_bus_error *error) {
+static int export_start(Volume *v, sd_bus_message *msg, int src_fd, int dst_fd, bool file, bool sparse, sd_bus_error *error) {
         const char *objects[] = { v->object_path, NULL };
         ExportWork *w;
         struct stat st;
@@ -145,14 +151,14 @@ static int export_start(Volume *v, sd_bus_message *msg, int src_fd, int dst_fd, 
                 safe_close(dst_fd);
                 return -ENOMEM;
         }
-        *w = (ExportWork) { .msg = sd_bus_message_ref(msg), .volume = v, .src_fd = src_fd, .dst_fd = dst_fd, .sparse = sparse };
+        *w = (ExportWork) { .msg = sd_bus_message_ref(msg), .volume = v, .src_fd = src_fd, .dst_fd = dst_fd, .file = file, .sparse = sparse };
         v->readers++;
         r = bus_message_sender_uid(msg, &uid);
         if (r >= 0)
                 r = fstat(src_fd, &st) < 0 ? -errno : 0;
         if (r >= 0)
                 r = job_new(v->pool->manager, "Export", objects, uid,
-                            sparse ? copy_data_size(src_fd) : (uint64_t) st.st_size, &w->job);
+                            file && sparse ? copy_data_size(src_fd) : (uint64_t) st.st_size, &w->job);
         if (r >= 0)
                 r = workers_run(v->pool->manager->workers, export_work, export_done, w);
         if (r < 0) {
@@ -193,7 +199,7 @@ int method_export(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
                 safe_close(src_fd);
                 return -errno;
         }
-        return export_start(v, msg, src_fd, TAKE_FD(dst_fd), o.sparse && S_ISREG(st.st_mode), error);
+        return export_start(v, msg, src_fd, TAKE_FD(dst_fd), S_ISREG(st.st_mode), o.sparse, error);
 }
 
 int method_export_begin(sd_bus_message *msg, void *userdata, sd_bus_error *error) {

@@ -182,7 +182,7 @@ OPTION_TYPES = {
     "format": dbus.String, "save_on_stop": dbus.Boolean, "snap_on_start": dbus.Boolean,
     "source": dbus.ObjectPath, "read_only": dbus.Boolean, "preallocate": dbus.Boolean,
     "owner": dbus.UInt32, "allow_shrink": dbus.Boolean, "size": dbus.UInt64,
-    "revision": dbus.String,
+    "revision": dbus.String, "sparse": dbus.Boolean,
 }
 
 _DBUS_TYPES = tuple(cls for cls, _ in _SIGNATURE_OF_TYPE) + (dbus.Array, dbus.Dictionary,
@@ -313,6 +313,20 @@ class Cistern:
 
     def cancel_job(self, job_obj, options=None):
         self.call(job_obj, JOB, "Cancel", "a{sv}", variant_dict(options))
+
+    # Export over file descriptors (SPEC §4.3)
+    def export(self, volume_obj, fd, options=None, timeout=CALL_TIMEOUT):
+        """Export into fd (an int; the caller keeps it and closes it)."""
+        self.call(volume_obj, VOLUME, "Export", "ha{sv}", dbus.types.UnixFd(fd),
+                  variant_dict(options), timeout=timeout)
+
+    def export_begin(self, volume_obj, options=None):
+        """ExportBegin; the returned fd (an int) is the caller's to close."""
+        return self.call(volume_obj, VOLUME, "ExportBegin", "a{sv}",
+                         variant_dict(options)).take()
+
+    def export_end(self, volume_obj, options=None):
+        self.call(volume_obj, VOLUME, "ExportEnd", "a{sv}", variant_dict(options))
 
 
 @dataclasses.dataclass
