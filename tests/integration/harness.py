@@ -1688,3 +1688,19 @@ def main():
     if result.wasSuccessful() and result.skipped and len(result.skipped) >= result.testsRun:
         _skip("every test was skipped")
     sys.exit(0 if result.wasSuccessful() else 1)
+
+
+def write_bulk(path, data, seed, block=MiB, stride=2 * MiB):
+    """`data` bytes of distinct blocks, one every `stride` (holes between), flushed to disk and
+    dropped from the page cache so that a copy reads them back from the filesystem."""
+    base = bytearray(os.urandom(block))
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        for i in range(data // block):
+            header = ("seed %d block %d|" % (seed, i)).encode()
+            base[:len(header)] = header
+            os.pwrite(fd, base, i * stride)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)

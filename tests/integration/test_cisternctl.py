@@ -665,20 +665,6 @@ class LifecycleAuthorizationTest(LifecycleTestCase):
 BIG, BIG_DATA = 2 * GiB, 512 * MiB
 
 
-def write_bulk(path, data, seed, block=MiB, stride=2 * MiB):
-    """`data` bytes of distinct blocks, one every `stride` (holes between), flushed to disk and
-    dropped from the page cache so that a copy reads them back from the filesystem."""
-    base = bytearray(os.urandom(block))
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        for i in range(data // block):
-            header = ("seed %d block %d|" % (seed, i)).encode()
-            base[:len(header)] = header
-            os.pwrite(fd, base, i * stride)
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 class LongCloneTest(CisternctlTestCase):
@@ -696,7 +682,7 @@ class LongCloneTest(CisternctlTestCase):
         self.pool = self.c.get_pool("p1")
         self.assertIs(self.c.prop(self.pool, POOL, "CopyOnWrite"), False)
         self.v1 = self.c.create_volume(self.pool, "v1", BIG, {})
-        write_bulk(harness.dir_volume_file(self.fs.path, "v1", "image"), BIG_DATA, seed=1)
+        harness.write_bulk(harness.dir_volume_file(self.fs.path, "v1", "image"), BIG_DATA, seed=1)
         self.c.refresh_pool(self.pool)   # the data came behind the daemon's back
 
     def start_ctl(self, *args, stderr=subprocess.PIPE, user=None):
@@ -813,7 +799,7 @@ class LongCloneTest(CisternctlTestCase):
             ["org.cistern.volume.modify-own", "org.cistern.volume.read-own",
              "org.cistern.volume.create"], USER_A))
         self.c.create_volume(self.pool, "mine", BIG, {"owner": USER_A.uid})
-        write_bulk(harness.dir_volume_file(self.fs.path, "mine", "image"), BIG_DATA, seed=2)
+        harness.write_bulk(harness.dir_volume_file(self.fs.path, "mine", "image"), BIG_DATA, seed=2)
         self.c.refresh_pool(self.pool)
         clone = self.start_ctl("clone", "p1/mine", "p1/c1", user=USER_A)
         self.wait_for_job(clone)

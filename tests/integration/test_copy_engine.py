@@ -37,20 +37,6 @@ JOB_PROPERTY_TYPES = {
 JOB_CANCEL = "org.cistern.job.cancel"
 
 
-def write_bulk(path, data, seed, block=MiB, stride=2 * MiB):
-    """`data` bytes of distinct blocks, one every `stride` (holes between); flushed to disk
-    and dropped from the page cache so that a copy reads them back from the filesystem."""
-    base = bytearray(os.urandom(block))
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        for i in range(data // block):
-            header = ("seed %d block %d|" % (seed, i)).encode()
-            base[:len(header)] = header
-            os.pwrite(fd, base, i * stride)
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def dispatch_pending():
@@ -83,7 +69,7 @@ class CopyEngineTestCase(harness.CisternTestCase):
     def volume_with_data(self, pool, name="v1", size=SMALL, data=SMALL_DATA, seed=1):
         obj = self.c.create_volume(pool.obj, name, size, {})
         if data >= 8 * MiB:
-            write_bulk(self.image(pool, name), data, seed)
+            harness.write_bulk(self.image(pool, name), data, seed)
         else:
             write_pattern(self.image(pool, name), seed)
         self.c.refresh_pool(pool.obj)   # the data came behind the daemon's back
@@ -289,7 +275,7 @@ class SparseCopyTest(CopyEngineTestCase):
         avail = os.statvfs(pool.dir).f_bavail * os.statvfs(pool.dir).f_frsize
         data = (avail * 2 // 3) // MiB * MiB
         v = self.c.create_volume(pool.obj, "v1", 2 * data, {})
-        write_bulk(self.image(pool, "v1"), data, 1)
+        harness.write_bulk(self.image(pool, "v1"), data, 1)
         before = file_sha256(self.image(pool, "v1"))
         self.assert_fails(Error.NoSpace, self.c.clone, v, pool.obj, "c1",
                           extra_dirs=[pool.fs.path])

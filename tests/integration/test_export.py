@@ -59,20 +59,6 @@ def close_quietly(fd):
         pass
 
 
-def write_bulk(path, data, seed, block=MiB, stride=2 * MiB):
-    """`data` bytes of distinct blocks, one every `stride` (holes between), flushed and
-    dropped from the page cache so that a copy reads them back from the disk."""
-    base = bytearray(os.urandom(block))
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        for i in range(data // block):
-            header = ("seed %d block %d|" % (seed, i)).encode()
-            base[:len(header)] = header
-            os.pwrite(fd, base, i * stride)
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def drop_cache(path):
@@ -462,7 +448,7 @@ class ExportBigTest(ExportTestCase):
         self.bpool.fs = fs
         self.bv = self.c.create_volume(self.bpool.obj, "bv", BIG, {})
         self.c.start_volume(self.bv)
-        write_bulk(self.work("bv", self.bpool), BIG_DATA, 1)
+        harness.write_bulk(self.work("bv", self.bpool), BIG_DATA, 1)
         self.c.stop_volume(self.bv)
         self.bimage = self.image("bv", pool=self.bpool)
 
