@@ -24,6 +24,7 @@ static const Limits default_limits = {
         .max_volume_size = UINT64_C(1) << 56,  /* 64 PiB */
         .max_revisions_to_keep = 1024,
         .max_workers = 64,
+        .max_work = 1024,
         .max_sessions = 256,
         .max_jobs = 64,
 };
@@ -211,7 +212,7 @@ static int setup_event(Manager *m) {
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
         (void) sigprocmask(SIG_BLOCK, &mask, NULL);
-        r = workers_new(m->event, m->limits.max_workers, &m->workers);
+        r = workers_new(m->event, m->limits.max_workers, m->limits.max_work, &m->workers);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the worker threads: %m");
         r = sd_event_add_signal(m->event, NULL, SIGTERM, on_exit_signal, m);

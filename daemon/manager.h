@@ -29,6 +29,7 @@ typedef struct Limits {
         uint64_t max_volume_size;
         uint32_t max_revisions_to_keep;
         unsigned max_workers;           /* file operations running at once */
+        unsigned max_work;              /* file operations running or waiting for a thread */
         unsigned max_sessions;          /* export sessions open at once */
         unsigned max_jobs;              /* Job objects at once */
 } Limits;

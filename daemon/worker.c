@@ -12,13 +12,17 @@ typedef struct Work {
         WorkDone done;
         void *userdata;
         int result;
+        struct Work *next;      /* in the queue of work waiting for a thread */
 } Work;
 
 struct Workers {
         sd_event_source *source;
         int pipe[2];            /* finished Work pointers, from the threads to the loop */
-        unsigned running;
-        unsigned max;
+        unsigned running;       /* work on a thread or waiting for one */
+        unsigned threads;       /* work on a thread */
+        unsigned max_threads;
+        unsigned max;           /* running at most */
+        Work *queue_head, *queue_tail;
 };
 
 static void *work_thread(void *p) {
@@ -27,7 +31,7 @@ static void *work_thread(void *p) {
 
         w->result = w->work(w->userdata);
         /* A pointer is far below PIPE_BUF: the write is atomic and the pipe never fills up,
-         * since at most max pointers are ever in it. */
+         * since at most max_threads pointers are ever in it. */
         do
                 n = write(w->workers->pipe[1], &w, sizeof w);
         while (n < 0 && errno == EINTR);
@@ -36,10 +40,52 @@ static void *work_thread(void *p) {
         return NULL;
 }
 
-static void work_finish(Work *w) {
-        w->workers->running--;
-        w->done(w->result, w->userdata);
-        free(w);
+static int work_start_thread(Work *item) {
+        pthread_attr_t attr;
+        sigset_t all, saved;
+        pthread_t thread;
+        int r;
+
+        /* Signals stay with the loop (it reads them from a signalfd). */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &saved);
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        r = -pthread_create(&thread, &attr, work_thread, item);
+        pthread_attr_destroy(&attr);
+        pthread_sigmask(SIG_SETMASK, &saved, NULL);
+        if (r >= 0)
+                item->workers->threads++;
+        return r;
+}
+
+/* Hands the oldest waiting work to the thread that just came free. */
+static void work_start_queued(Workers *w) {
+        while (w->queue_head && w->threads < w->max_threads) {
+                Work *item = w->queue_head;
+                int r;
+
+                w->queue_head = item->next;
+                if (!w->queue_head)
+                        w->queue_tail = NULL;
+                r = work_start_thread(item);
+                if (r < 0) {
+                        item->result = r;
+                        w->running--;
+                        item->done(r, item->userdata);
+                        free(item);
+                }
+        }
+}
+
+static void work_finish(Work *item) {
+        Workers *w = item->workers;
+
+        w->threads--;
+        w->running--;
+        item->done(item->result, item->userdata);
+        free(item);
+        work_start_queued(w);
 }
 
 static int on_work_done(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
@@ -50,13 +96,14 @@ static int on_work_done(sd_event_source *s, int fd, uint32_t revents, void *user
         return 0;
 }
 
-int workers_new(sd_event *event, unsigned max, Workers **ret) {
+int workers_new(sd_event *event, unsigned max_threads, unsigned max, Workers **ret) {
         _cleanup_free_ Workers *w = NULL;
         int r;
 
         w = calloc(1, sizeof *w);
         if (!w)
                 return -ENOMEM;
+        w->max_threads = max_threads;
         w->max = max;
         if (pipe2(w->pipe, O_CLOEXEC | O_NONBLOCK) < 0)
                 return -errno;
@@ -98,9 +145,6 @@ Workers *workers_free(Workers *w) {
 }
 
 int workers_run(Workers *w, WorkFunc work, WorkDone done, void *userdata) {
-        pthread_attr_t attr;
-        sigset_t all, saved;
-        pthread_t thread;
         Work *item;
         int r;
 
@@ -111,18 +155,16 @@ int workers_run(Workers *w, WorkFunc work, WorkDone done, void *userdata) {
                 return -ENOMEM;
         *item = (Work) { .workers = w, .work = work, .done = done, .userdata = userdata };
 
-        /* Signals stay with the loop (it reads them from a signalfd). */
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &saved);
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        r = -pthread_create(&thread, &attr, work_thread, item);
-        pthread_attr_destroy(&attr);
-        pthread_sigmask(SIG_SETMASK, &saved, NULL);
-        if (r < 0) {
-                free(item);
-                return r;
-        }
+        if (w->threads < w->max_threads) {
+                r = work_start_thread(item);
+                if (r < 0) {
+                        free(item);
+                        return r;
+                }
+        } else if (w->queue_tail)
+                w->queue_tail = w->queue_tail->next = item;
+        else
+                w->queue_head = w->queue_tail = item;
         w->running++;
         return 0;
 }

@@ -15,12 +15,13 @@ typedef struct Workers Workers;
 typedef int (*WorkFunc)(void *userdata);
 typedef void (*WorkDone)(int result, void *userdata);
 
-int workers_new(sd_event *event, unsigned max, Workers **ret);
+/* At most max_threads items run at once; more wait in order, up to max in all. */
+int workers_new(sd_event *event, unsigned max_threads, unsigned max, Workers **ret);
 /* Waits for every running work item and runs its done callback, then frees. */
 Workers *workers_free(Workers *w);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Workers *, workers_free);
 
-/* -EMFILE when max work items run already. done is called exactly once, from the loop, unless
+/* -EMFILE when max work items run or wait already. done is called exactly once, from the loop, unless
  * this returns an error. */
 /* Waits, blocking, until every running work item finished and its done callback ran. */
 void workers_drain(Workers *w);

@@ -41,7 +41,7 @@ static void work_runs_off_the_loop_and_reports_back_once(void **state) {
         int remaining = 8;
 
         assert_int_equal(sd_event_new(&e), 0);
-        assert_int_equal(workers_new(e, 8, &w), 0);
+        assert_int_equal(workers_new(e, 8, 8, &w), 0);
         for (int k = 0; k < 8; k++) {
                 items[k] = (Item) { .loop_thread = pthread_self(), .remaining = &remaining, .event = e };
                 assert_int_equal(workers_run(w, work_note_thread, done_count, &items[k]), 0);
@@ -65,7 +65,7 @@ static void more_than_the_limit_is_refused(void **state) {
         int remaining = 2;
 
         assert_int_equal(sd_event_new(&e), 0);
-        assert_int_equal(workers_new(e, 2, &w), 0);
+        assert_int_equal(workers_new(e, 2, 2, &w), 0);
         for (int k = 0; k < 2; k++) {
                 items[k] = (Item) { .loop_thread = pthread_self(), .remaining = &remaining, .event = e };
                 assert_int_equal(workers_run(w, work_note_thread, done_count, &items[k]), 0);
@@ -78,10 +78,35 @@ static void more_than_the_limit_is_refused(void **state) {
         sd_event_unref(e);
 }
 
+/* Beyond the threads, work waits its turn instead of being refused. */
+static void work_beyond_the_threads_waits_for_one(void **state) {
+        _cleanup_(workers_freep) Workers *w = NULL;
+        sd_event *e = NULL;
+        Item items[5] = {};
+        int remaining = 5;
+
+        assert_int_equal(sd_event_new(&e), 0);
+        assert_int_equal(workers_new(e, 1, 5, &w), 0);
+        for (int k = 0; k < 5; k++) {
+                items[k] = (Item) { .loop_thread = pthread_self(), .remaining = &remaining, .event = e };
+                assert_int_equal(workers_run(w, work_note_thread, done_count, &items[k]), 0);
+        }
+        assert_int_equal(workers_running(w), 5);
+        assert_int_equal(sd_event_loop(e), 0);
+        for (int k = 0; k < 5; k++) {
+                assert_true(items[k].ran_off_loop);
+                assert_int_equal(items[k].done_calls, 1);
+        }
+        assert_int_equal(workers_running(w), 0);
+        w = workers_free(w);
+        sd_event_unref(e);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(work_runs_off_the_loop_and_reports_back_once),
                 cmocka_unit_test(more_than_the_limit_is_refused),
+                cmocka_unit_test(work_beyond_the_threads_waits_for_one),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
