@@ -128,6 +128,10 @@ static int export_work(void *userdata) {
 static void export_done(int r, void *userdata) {
         ExportWork *w = userdata;
 
+        /* The job ends — Completed, then the object vanishes — before the method replies. */
+        job_finish(w->job, r, NULL);
+        w->job = NULL;
+
         if (r == -ECANCELED)
                 (void) sd_bus_reply_method_errorf(w->msg, ERR_CANCELLED, "The export was cancelled.");
         else if (r < 0)

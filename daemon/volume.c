@@ -452,11 +452,23 @@ CopyProgress *volume_work_progress(VolumeWork *w) {
         return w->job ? &w->job->progress : &w->progress;
 }
 
+/* A job ends — Completed, then the object vanishes — before the method replies. */
+static void volume_work_done(int result, void *userdata) {
+        VolumeWork *w = userdata;
+
+        if (w->job) {
+                job_finish(w->job, result, NULL);
+                w->job = NULL;
+        }
+        w->done(result, w);
+}
+
 int volume_work_start(VolumeWork *w, WorkFunc work, WorkDone done, sd_bus_error *error) {
         Volume *v = w->volume;
         int r;
 
-        r = workers_run(v->pool->manager->workers, work, done, w);
+        w->done = done;
+        r = workers_run(v->pool->manager->workers, work, volume_work_done, w);
         if (r < 0) {
                 volume_work_free(w, r);
                 if (r == -EMFILE)
@@ -473,7 +485,7 @@ VolumeWork *volume_work_free(VolumeWork *w, int result) {
         if (w->volume)
                 w->volume->operation = NULL;
         if (w->job)
-                job_finish(w->job, result, result == -ECANCELED ? "Cancelled." : result < 0 ? strerror(-result) : "");
+                job_finish(w->job, result, NULL);       /* published, but the work never ran */
         sd_bus_message_unref(w->msg);
         free(w->source_object);
         free(w->prune);

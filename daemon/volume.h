@@ -81,6 +81,7 @@ typedef struct VolumeWork {
         uint64_t *prune;        /* revisions to delete once the change is done */
         size_t n_prune;
         struct Job *job;        /* published when the work copies data */
+        WorkDone done;          /* the method's own done callback */
         CopyProgress progress;  /* used when there is no job */
 } VolumeWork;
 
