@@ -13,6 +13,20 @@ static int on_name_owner_changed(sd_bus_message *msg, void *userdata, sd_bus_err
         return 0;
 }
 
+static int on_name_owner(sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Session *s = userdata;
+
+        s->lookup = sd_bus_slot_unref(s->lookup);
+        if (sd_bus_message_is_method_error(reply, NULL)) {
+                log_debug("%s left the bus before its session on %s/%s began; ending it.",
+                          s->sender, s->volume->pool->name, s->volume->name);
+                session_free(s);
+        }
+        return 0;
+}
+
+/* Ends the session when its caller leaves the bus. Both calls to the bus driver are
+ * asynchronous: the match, and the check that the caller had not already left before it. */
 static int session_watch(Session *s) {
         _cleanup_free_ char *match = NULL;
         int r;
@@ -20,13 +34,11 @@ static int session_watch(Session *s) {
         if (asprintf(&match, "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
                      "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='%s'", s->sender) < 0)
                 return -ENOMEM;
-        r = sd_bus_add_match(s->manager->bus, &s->watch, match, on_name_owner_changed, s);
+        r = sd_bus_add_match_async(s->manager->bus, &s->watch, match, on_name_owner_changed, NULL, s);
         if (r < 0)
                 return r;
-        /* The caller may have gone before the match was in place. */
-        r = sd_bus_call_method(s->manager->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                               "org.freedesktop.DBus", "GetNameOwner", NULL, NULL, "s", s->sender);
-        return r < 0 ? -ESRCH : 0;
+        return sd_bus_call_method_async(s->manager->bus, &s->lookup, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                        "org.freedesktop.DBus", "GetNameOwner", on_name_owner, s, "s", s->sender);
 }
 
 int session_new(Volume *v, const char *sender, Session **ret) {
@@ -73,6 +85,7 @@ Session *session_free(Session *s) {
         s->manager->n_sessions--;
         s->volume->readers--;
         sd_bus_slot_unref(s->watch);
+        sd_bus_slot_unref(s->lookup);
         free(s->sender);
         free(s);
         return NULL;

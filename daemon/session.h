@@ -12,10 +12,12 @@ struct Session {
         Volume *volume;
         char *sender;           /* the caller's unique bus name */
         sd_bus_slot *watch;     /* NameOwnerChanged of sender */
+        sd_bus_slot *lookup;    /* GetNameOwner of sender, while it runs */
         Session *prev, *next;
 };
 
-/* -EMFILE beyond the limit of sessions; -ESRCH when the caller has already left the bus. */
+/* -EMFILE beyond the limit of sessions. A caller that has already left the bus is found out
+ * asynchronously, and its session ended then. */
 int session_new(Volume *v, const char *sender, Session **ret);
 Session *session_free(Session *s);
 Session *session_find(Manager *m, Volume *v, const char *sender);
