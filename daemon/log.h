@@ -7,7 +7,6 @@
 
 int log_parse_level(const char *s);       /* "err", "warning", "notice", "info", "debug" → LOG_* or -EINVAL */
 void log_set_max_level(int level);
-int log_get_max_level(void);
 
 /* Logs and returns -abs(error) (or 0 when error is 0); "%m" in the format expands to strerror(error). */
 int log_internal(int level, int error, const char *file, int line, const char *format, ...) _printf_(5, 6);

@@ -221,12 +221,28 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_END
 };
 
+static void nodes_free(char **nodes) {
+        for (char **p = nodes; *p; p++)
+                free(*p);
+        free(nodes);
+}
+
+/* Adds a copy of path to nodes, which was allocated large enough and zeroed. */
+static int nodes_add(char **nodes, size_t *n, const char *path) {
+        nodes[*n] = strdup(path);
+        if (!nodes[*n])
+                return -ENOMEM;
+        (*n)++;
+        return 0;
+}
+
 static int enumerate_nodes(sd_bus *bus, const char *path, void *userdata, char ***ret_nodes, sd_bus_error *error) {
         Manager *m = userdata;
         size_t n = 0, total = m->pools.n;
         char **nodes;
         Volume *v;
         Pool *p;
+        int r = 0;
 
         NAMEMAP_FOREACH(p, &m->pools)
                 total += p->volumes.n;
@@ -234,17 +250,14 @@ static int enumerate_nodes(sd_bus *bus, const char *path, void *userdata, char *
         if (!nodes)
                 return -ENOMEM;
         NAMEMAP_FOREACH(p, &m->pools) {
-                nodes[n++] = strdup(p->object_path);
+                r = r < 0 ? r : nodes_add(nodes, &n, p->object_path);
                 NAMEMAP_FOREACH(v, &p->volumes)
-                        nodes[n++] = strdup(v->object_path);
+                        r = r < 0 ? r : nodes_add(nodes, &n, v->object_path);
         }
-        for (size_t i = 0; i < n; i++)
-                if (!nodes[i]) {
-                        for (size_t k = 0; k < n; k++)
-                                free(nodes[k]);
-                        free(nodes);
-                        return -ENOMEM;
-                }
+        if (r < 0) {
+                nodes_free(nodes);
+                return r;
+        }
         *ret_nodes = nodes;
         return 0;
 }
@@ -253,20 +266,17 @@ static int enumerate_jobs(sd_bus *bus, const char *path, void *userdata, char **
         Manager *m = userdata;
         char **nodes;
         size_t n = 0;
+        int r = 0;
         Job *j;
 
         nodes = calloc(m->jobs.n + 1, sizeof(char *));
         if (!nodes)
                 return -ENOMEM;
-        NAMEMAP_FOREACH(j, &m->jobs) {
-                nodes[n] = strdup(j->object_path);
-                if (!nodes[n]) {
-                        while (n > 0)
-                                free(nodes[--n]);
-                        free(nodes);
-                        return -ENOMEM;
-                }
-                n++;
+        NAMEMAP_FOREACH(j, &m->jobs)
+                r = r < 0 ? r : nodes_add(nodes, &n, j->object_path);
+        if (r < 0) {
+                nodes_free(nodes);
+                return r;
         }
         *ret_nodes = nodes;
         return 0;
