@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <fcntl.h>
 #include <inttypes.h>
 
 #include "bus-util.h"
@@ -123,4 +124,29 @@ int bus_append_interface(sd_bus_message *reply, const char *path, const char *in
         if (r < 0)
                 return r;
         return sd_bus_message_close_container(reply);
+}
+
+int bus_validate_caller_fd(int fd, bool for_writing, struct stat *ret_st, sd_bus_error *error) {
+        int flags, mode;
+
+        flags = fcntl(fd, F_GETFL);
+        if (flags < 0)
+                return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "The file descriptor is not usable: %s", strerror(errno));
+        if (flags & O_PATH)
+                return sd_bus_error_set(error, ERR_INVALID_ARGUMENT, "The file descriptor was opened with O_PATH.");
+        if (fstat(fd, ret_st) < 0)
+                return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "Cannot stat the file descriptor: %s", strerror(errno));
+        if (S_ISDIR(ret_st->st_mode))
+                return sd_bus_error_set(error, ERR_INVALID_ARGUMENT, "The file descriptor is a directory.");
+        if (!S_ISREG(ret_st->st_mode) && !S_ISFIFO(ret_st->st_mode) && !S_ISSOCK(ret_st->st_mode))
+                return sd_bus_error_set(error, ERR_INVALID_ARGUMENT,
+                                        "The file descriptor must be a regular file, a pipe or a socket.");
+        if (for_writing && S_ISREG(ret_st->st_mode) && (flags & O_APPEND))
+                return sd_bus_error_set(error, ERR_INVALID_ARGUMENT,
+                                        "The file was opened for appending; the image is written from the file's start.");
+        mode = flags & O_ACCMODE;
+        if (for_writing ? mode == O_RDONLY : mode == O_WRONLY)
+                return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "The file descriptor is not open for %s.",
+                                         for_writing ? "writing" : "reading");
+        return 0;
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdarg.h>
+#include <sys/stat.h>
 #include <systemd/sd-bus.h>
 
 #include "manager.h"
@@ -20,6 +21,11 @@ int bus_reply_errno(sd_bus_message *msg, int r, const char *what);
 int validate_volume_size(Manager *m, uint64_t size, sd_bus_error *error);
 int validate_life_cycle(bool save_on_stop, bool snap_on_start, bool has_source, sd_bus_error *error);
 int validate_revisions_to_keep(Manager *m, uint32_t n, sd_bus_error *error);
+
+/* Checks an fd a caller passed, for reading from it or writing into it: a regular file, pipe or
+ * socket open for that (no O_PATH; no O_APPEND file to write into). InvalidArgument otherwise.
+ * Never a path: the kernel already checked the caller's access. Fills *ret_st. */
+int bus_validate_caller_fd(int fd, bool for_writing, struct stat *ret_st, sd_bus_error *error);
 
 /* Appends one {sa{sv}} entry — interface name and all its properties, read through the getters
  * of vtable for object — as ObjectManager.GetManagedObjects and InterfacesAdded carry them. */

@@ -22,6 +22,8 @@
 #define COPY_CHUNK (UINT64_C(8) << 20)
 /* The buffer of the read/write fallback. */
 #define BUFFER_SIZE ((size_t) 1 << 20)
+/* Imported blocks of this size that hold only zeros are left as holes. */
+#define ZERO_BLOCK ((size_t) 4096)
 
 static const char *const reflink_mode_table[_REFLINK_MODE_MAX] = {
         [REFLINK_AUTO] = "auto",
@@ -363,4 +365,179 @@ int copy_whole(int src_fd, int dst_fd, CopyProgress *progress) {
         r = copy_range(&c, 0, (uint64_t) st.st_size);
         free(c.buffer);
         return r;
+}
+
+static bool is_zero(const uint8_t *p, size_t n) {
+        return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* Writes the n bytes of buffer at offset, leaving out the blocks that hold only zeros: dst was
+ * sized beforehand, so they stay holes. */
+static int write_sparse_at(int fd, const uint8_t *buffer, size_t n, uint64_t offset) {
+        size_t run = 0;         /* start of the run of data blocks being gathered */
+
+        for (size_t i = 0; i < n; i += ZERO_BLOCK) {
+                size_t len = MIN(ZERO_BLOCK, n - i);
+                int r;
+
+                if (!is_zero(buffer + i, len))
+                        continue;
+                if (i > run) {
+                        r = write_all_at(fd, buffer + run, i - run, offset + run);
+                        if (r < 0)
+                                return r;
+                }
+                run = i + len;
+        }
+        return run < n ? write_all_at(fd, buffer + run, n - run, offset + run) : 0;
+}
+
+/* Waits up to 100 ms for fd to have data or reach its end; the caller then looks at cancel. */
+static int wait_readable(int fd) {
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+        if (poll(&pfd, 1, 100) < 0 && errno != EINTR)
+                return -errno;
+        return 0;
+}
+
+/* Reads up to n bytes of the pipe or socket fd as soon as some are there, looking at cancel
+ * every 100 ms while none come: a writer that stalls must not hold the thread past a Cancel.
+ * Returns the bytes read, 0 at the end of the stream. */
+static ssize_t read_stream(int fd, bool socket, uint8_t *buffer, size_t n, CopyProgress *progress) {
+        for (;;) {
+                ssize_t k;
+                int r;
+
+                if (copy_cancelled(progress))
+                        return -ECANCELED;
+                r = wait_readable(fd);
+                if (r < 0)
+                        return r;
+                k = socket ? recv(fd, buffer, n, MSG_DONTWAIT) : read(fd, buffer, n);
+                if (k >= 0)
+                        return k;
+                if (errno != EAGAIN && errno != EINTR)
+                        return -errno;
+        }
+}
+
+/* Fills buffer with up to n bytes of the stream, fewer only at its end. */
+static ssize_t read_stream_full(int fd, bool socket, uint8_t *buffer, size_t n, CopyProgress *progress) {
+        size_t got = 0;
+
+        while (got < n) {
+                ssize_t k = read_stream(fd, socket, buffer + got, n - got, progress);
+
+                if (k < 0)
+                        return k;
+                if (k == 0)
+                        break;
+                got += (size_t) k;
+        }
+        return (ssize_t) got;
+}
+
+static int copy_in_stream(int src_fd, bool socket, int dst_fd, uint64_t size, uint8_t *buffer, CopyProgress *progress) {
+        uint64_t offset = 0;
+        ssize_t k;
+
+        while (offset < size) {
+                int r;
+
+                k = read_stream_full(src_fd, socket, buffer, (size_t) MIN(size - offset, BUFFER_SIZE), progress);
+                if (k < 0)
+                        return (int) k;
+                if (k == 0)
+                        return -ENODATA;
+                r = write_sparse_at(dst_fd, buffer, (size_t) k, offset);
+                if (r < 0)
+                        return r;
+                offset += (uint64_t) k;
+                progress_add(progress, (uint64_t) k);
+        }
+        /* All of size is in: the stream must end here. */
+        k = read_stream(src_fd, socket, buffer, 1, progress);
+        if (k < 0)
+                return (int) k;
+        return k > 0 ? -EMSGSIZE : 0;
+}
+
+static int copy_in_file(int src_fd, int dst_fd, uint64_t size, uint8_t *buffer, CopyProgress *progress) {
+        uint64_t offset = 0, start = 0, end = 0;
+        int r;
+
+        while ((r = next_data_range(src_fd, offset, size, &start, &end)) > 0) {
+                for (offset = start; offset < end;) {
+                        ssize_t n;
+
+                        if (copy_cancelled(progress))
+                                return -ECANCELED;
+                        n = pread(src_fd, buffer, (size_t) MIN(end - offset, BUFFER_SIZE), (off_t) offset);
+                        if (n < 0 && errno == EINTR)
+                                continue;
+                        if (n < 0)
+                                return -errno;
+                        if (n == 0)
+                                return -ENODATA;        /* the file shrank under us */
+                        r = write_sparse_at(dst_fd, buffer, (size_t) n, offset);
+                        if (r < 0)
+                                return r;
+                        offset += (uint64_t) n;
+                        progress_add(progress, (uint64_t) n);
+                }
+        }
+        return r;
+}
+
+/* The size of the regular file fd against the size asked for: 0 when equal, else the error of
+ * a stream that was too short or too long. */
+static int check_file_size(int fd, uint64_t size) {
+        struct stat st;
+
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if ((uint64_t) st.st_size == size)
+                return 0;
+        return (uint64_t) st.st_size < size ? -ENODATA : -EMSGSIZE;
+}
+
+int copy_in(int src_fd, int dst_fd, uint64_t size, ReflinkMode mode, CopyProgress *progress) {
+        _cleanup_free_ uint8_t *buffer = NULL;
+        struct stat st;
+        int r;
+
+        if (fstat(src_fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode))
+                return -EINVAL;
+        if (S_ISREG(st.st_mode)) {
+                r = check_file_size(src_fd, size);
+                if (r < 0)
+                        return r;
+                r = mode == REFLINK_NEVER ? 0 : copy_reflink(src_fd, dst_fd);
+                if (r > 0) {
+                        if (progress)
+                                atomic_store(&progress->done, progress->total);
+                        /* The file's size when it was cloned is what was cloned. */
+                        r = check_file_size(dst_fd, size);
+                        return r < 0 ? r : 1;
+                }
+                if (r < 0)
+                        return r;
+        }
+        buffer = malloc(BUFFER_SIZE);
+        if (!buffer)
+                return -ENOMEM;
+        if (ftruncate(dst_fd, 0) < 0 || ftruncate(dst_fd, (off_t) size) < 0)
+                return -errno;
+
+        if (S_ISREG(st.st_mode))
+                r = copy_in_file(src_fd, dst_fd, size, buffer, progress);
+        else
+                r = copy_in_stream(src_fd, S_ISSOCK(st.st_mode), dst_fd, size, buffer, progress);
+        if (r < 0)
+                return r;
+        /* A file that grew or shrank while it was read is not what was asked for. */
+        return S_ISREG(st.st_mode) ? check_file_size(src_fd, size) : 0;
 }

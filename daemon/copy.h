@@ -58,6 +58,16 @@ int copy_whole(int src_fd, int dst_fd, CopyProgress *progress);
  * discard. */
 int copy_file(int src_fd, int dst_fd, ReflinkMode mode, CopyProgress *progress);
 
+/* Fills the new object dst with exactly size bytes read from a caller's src, for Import:
+ *   - a regular file, which must be size bytes long: reflinked unless mode is REFLINK_NEVER
+ *     (REFLINK_REQUIRE is taken as REFLINK_AUTO: a caller's file may lie anywhere), else read
+ *     from its start, its holes skipped;
+ *   - a pipe or socket: read until its end, never blocking past a cancel, whatever its flags.
+ * Blocks of 4 KiB that hold only zeros become holes. -ENODATA when src holds fewer than size
+ * bytes, -EMSGSIZE when it holds more (a file checked before and after), -EINVAL for any other
+ * kind of fd. Returns 1 when reflinked, 0 when copied; does not fsync. */
+int copy_in(int src_fd, int dst_fd, uint64_t size, ReflinkMode mode, CopyProgress *progress);
+
 /* The bytes in fd's data ranges (SEEK_DATA/SEEK_HOLE), what copy_sparse() will add to
  * progress->done: for setting progress->total. Only an estimate: fd's size when the map cannot
  * be read, 0 when fd is not a regular file. Moves fd's file offset. */

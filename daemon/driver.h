@@ -48,6 +48,13 @@ typedef struct PoolDriver {
          * Returns 1 when it shared blocks in O(1), 0 when it copied the data. */
         int (*object_copy)(Pool *p, int src_dir_fd, const char *src, int dst_dir_fd, const char *dst,
                            CopyProgress *progress);
+        /* Creates the new object dst holding exactly size bytes read from src, a caller's
+         * regular file, pipe or socket (see copy_in()). Returns 1 when it shared blocks with
+         * src, 0 when it copied. */
+        int (*object_import)(Pool *p, int src_fd, uint64_t size, int vdir_fd, const char *dst,
+                             CopyProgress *progress);
+        /* An fd on an object's data, opened with flags (O_RDONLY, O_WRONLY or O_RDWR). */
+        int (*object_open)(int vdir_fd, const char *name, int flags);
         int (*object_link)(int vdir_fd, const char *src, const char *dst);
         int (*object_rename)(int vdir_fd, const char *src, const char *dst, bool replace);
         int (*object_remove)(int vdir_fd, const char *name);

@@ -17,6 +17,9 @@ static void help(void) {
                "     --state-dir=DIR        Where pools are recorded (default %s)\n"
                "     --runtime-dir=DIR      Where runtime state and mount points live (default %s)\n"
                "     --idle-timeout=SECONDS Exit after this long without work, 0 = never (default 30)\n"
+               "     --session-timeout=SECONDS\n"
+               "                            Discard an import session after this long without a\n"
+               "                            write, 0 = never (default 600)\n"
                "     --log-level=LEVEL      err, warning, notice, info or debug (default info)\n",
                CISTERN_STATE_DIR, CISTERN_RUNTIME_DIR);
 }
@@ -37,13 +40,14 @@ static int parse_seconds(const char *s, usec_t *ret) {
 
 /* Returns 1 to run, 0 to exit successfully, negative on a usage error. */
 static int parse_argv(int argc, char *argv[], ManagerOptions *o) {
-        enum { ARG_VERSION = 0x100, ARG_STATE_DIR, ARG_RUNTIME_DIR, ARG_IDLE_TIMEOUT, ARG_LOG_LEVEL };
+        enum { ARG_VERSION = 0x100, ARG_STATE_DIR, ARG_RUNTIME_DIR, ARG_IDLE_TIMEOUT, ARG_SESSION_TIMEOUT, ARG_LOG_LEVEL };
         static const struct option options[] = {
                 { "help",         no_argument,       NULL, 'h' },
                 { "version",      no_argument,       NULL, ARG_VERSION },
                 { "state-dir",    required_argument, NULL, ARG_STATE_DIR },
                 { "runtime-dir",  required_argument, NULL, ARG_RUNTIME_DIR },
                 { "idle-timeout", required_argument, NULL, ARG_IDLE_TIMEOUT },
+                { "session-timeout", required_argument, NULL, ARG_SESSION_TIMEOUT },
                 { "log-level",    required_argument, NULL, ARG_LOG_LEVEL },
                 {}
         };
@@ -71,6 +75,10 @@ static int parse_argv(int argc, char *argv[], ManagerOptions *o) {
                         if (parse_seconds(optarg, &o->idle_timeout) < 0)
                                 return log_error_errno(EINVAL, "Invalid --idle-timeout: %s", optarg);
                         break;
+                case ARG_SESSION_TIMEOUT:
+                        if (parse_seconds(optarg, &o->session_timeout) < 0)
+                                return log_error_errno(EINVAL, "Invalid --session-timeout: %s", optarg);
+                        break;
                 case ARG_LOG_LEVEL:
                         level = log_parse_level(optarg);
                         if (level < 0)
@@ -91,6 +99,7 @@ int main(int argc, char *argv[]) {
                 .state_dir = CISTERN_STATE_DIR,
                 .runtime_dir = CISTERN_RUNTIME_DIR,
                 .idle_timeout = 30 * USEC_PER_SEC,
+                .session_timeout = 600 * USEC_PER_SEC,
         };
         int r;
 

@@ -55,6 +55,7 @@ int manager_new(const ManagerOptions *options, Manager **ret) {
         m->registry_fd = -EBADF;
         m->limits = default_limits;
         m->idle_timeout = options->idle_timeout;
+        m->session_timeout = options->session_timeout;
         m->state_dir = strdup(options->state_dir);
         m->runtime_dir = strdup(options->runtime_dir);
         if (!m->state_dir || !m->runtime_dir)
@@ -144,7 +145,7 @@ static const char *manager_busy_reason(Manager *m) {
         if (m->jobs.n > 0)
                 return "jobs are running";
         if (m->n_sessions > 0)
-                return "export sessions are open";
+                return "import or export sessions are open";
         if (workers_running(m->workers) > 0)
                 return "file operations are running";
         return NULL;

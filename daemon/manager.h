@@ -30,7 +30,7 @@ typedef struct Limits {
         uint32_t max_revisions_to_keep;
         unsigned max_workers;           /* file operations running at once */
         unsigned max_work;              /* file operations running or waiting for a thread */
-        unsigned max_sessions;          /* export sessions open at once */
+        unsigned max_sessions;          /* import and export sessions open at once */
         unsigned max_jobs;              /* Job objects at once */
 } Limits;
 
@@ -38,6 +38,7 @@ typedef struct ManagerOptions {
         const char *state_dir;
         const char *runtime_dir;
         usec_t idle_timeout;    /* 0: never exit */
+        usec_t session_timeout; /* import sessions without a write for this long end; 0: never */
 } ManagerOptions;
 
 typedef struct Manager {
@@ -52,13 +53,14 @@ typedef struct Manager {
         int registry_fd;        /* <state>/pools: one <name>.json per pool */
 
         NameMap pools;
-        struct Session *sessions;       /* export sessions, newest first */
+        struct Session *sessions;       /* import and export sessions, newest first */
         unsigned n_sessions;
         NameMap jobs;           /* by decimal id */
         uint64_t next_job_id;
 
         usec_t idle_timeout;
         sd_event_source *idle_source;
+        usec_t session_timeout;
 
         Limits limits;
 } Manager;

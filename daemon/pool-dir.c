@@ -321,6 +321,27 @@ static int dir_object_copy(Pool *p, int src_dir_fd, const char *src, int dst_dir
         return copied;
 }
 
+static int dir_object_import(Pool *p, int src_fd, uint64_t size, int vdir_fd, const char *dst,
+                             CopyProgress *progress) {
+        _cleanup_close_ int out = -EBADF;
+        int r, copied;
+
+        out = open_beneath(vdir_fd, dst, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
+        if (out < 0)
+                return out;
+        copied = copy_in(src_fd, out, size, dir_pool(p)->reflink, progress);
+        r = copied < 0 ? copied : fsync(out) < 0 ? -errno : 0;
+        if (r < 0) {
+                (void) unlinkat(vdir_fd, dst, 0);
+                return r;
+        }
+        return copied;
+}
+
+static int dir_object_open(int vdir_fd, const char *name, int flags) {
+        return open_beneath(vdir_fd, name, flags | O_NOFOLLOW, 0);
+}
+
 static int dir_object_link(int vdir_fd, const char *src, const char *dst) {
         _cleanup_close_ int parent = -EBADF;
         const char *slash = strrchr(dst, '/');
@@ -407,6 +428,8 @@ const PoolDriver pool_driver_dir = {
         .refresh = dir_refresh,
         .object_create = dir_object_create,
         .object_copy = dir_object_copy,
+        .object_import = dir_object_import,
+        .object_open = dir_object_open,
         .object_link = dir_object_link,
         .object_rename = dir_object_rename,
         .object_remove = dir_object_remove,

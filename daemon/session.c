@@ -1,4 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <sys/stat.h>
+
 #include "log.h"
 #include "session.h"
 
@@ -41,7 +43,7 @@ static int session_watch(Session *s) {
                                         "org.freedesktop.DBus", "GetNameOwner", on_name_owner, s, "s", s->sender);
 }
 
-int session_new(Volume *v, const char *sender, Session **ret) {
+int session_new(Volume *v, SessionKind kind, const char *sender, Session **ret) {
         Manager *m = v->pool->manager;
         Session *s;
         int r;
@@ -53,6 +55,8 @@ int session_new(Volume *v, const char *sender, Session **ret) {
                 return -ENOMEM;
         s->manager = m;
         s->volume = v;
+        s->kind = kind;
+        s->staging_fd = -EBADF;
         s->sender = strdup(sender);
         if (!s->sender) {
                 free(s);
@@ -63,11 +67,67 @@ int session_new(Volume *v, const char *sender, Session **ret) {
                 m->sessions->prev = s;
         m->sessions = s;
         m->n_sessions++;
-        v->readers++;
+        if (kind == SESSION_EXPORT)
+                v->readers++;
+        else
+                v->operation = "ImportBegin";
         r = session_watch(s);
         if (r < 0) {
                 session_free(s);
                 return r;
+        }
+        *ret = s;
+        return 0;
+}
+
+/* Whether the staging object changed since the last look (a write changes its ctime). */
+static bool staging_changed(Session *s) {
+        struct stat st;
+
+        if (fstat(s->staging_fd, &st) < 0 ||
+            (st.st_ctim.tv_sec == s->last_change.tv_sec && st.st_ctim.tv_nsec == s->last_change.tv_nsec))
+                return false;
+        s->last_change = st.st_ctim;
+        return true;
+}
+
+static int on_idle_timeout(sd_event_source *source, uint64_t usec, void *userdata) {
+        Session *s = userdata;
+
+        if (staging_changed(s)) {
+                (void) sd_event_source_set_time_relative(source, s->manager->session_timeout);
+                (void) sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
+                return 0;
+        }
+        log_info("Nothing was written to the import of %s/%s for %llu s; discarding it.", s->volume->pool->name,
+                 s->volume->name, (unsigned long long) (s->manager->session_timeout / USEC_PER_SEC));
+        session_free(s);
+        return 0;
+}
+
+int session_new_import(Volume *v, const char *sender, char *staging, int staging_fd, uint64_t size, Session **ret) {
+        Manager *m = v->pool->manager;
+        Session *s;
+        int r;
+
+        r = session_new(v, SESSION_IMPORT, sender, &s);
+        if (r < 0) {
+                volume_discard_object(v, staging);
+                free(staging);
+                safe_close(staging_fd);
+                return r;
+        }
+        s->staging = staging;
+        s->staging_fd = staging_fd;
+        s->size = size;
+        (void) staging_changed(s);
+        if (m->session_timeout > 0) {
+                r = sd_event_add_time_relative(m->event, &s->idle, CLOCK_MONOTONIC, m->session_timeout,
+                                               USEC_PER_SEC, on_idle_timeout, s);
+                if (r < 0) {
+                        session_free(s);
+                        return r;
+                }
         }
         *ret = s;
         return 0;
@@ -83,7 +143,15 @@ Session *session_free(Session *s) {
         if (s->next)
                 s->next->prev = s->prev;
         s->manager->n_sessions--;
-        s->volume->readers--;
+        if (s->kind == SESSION_EXPORT)
+                s->volume->readers--;
+        else
+                s->volume->operation = NULL;
+        if (s->staging)
+                volume_discard_object(s->volume, s->staging);
+        free(s->staging);
+        safe_close(s->staging_fd);
+        sd_event_source_disable_unref(s->idle);
         sd_bus_slot_unref(s->watch);
         sd_bus_slot_unref(s->lookup);
         free(s->sender);
@@ -91,9 +159,9 @@ Session *session_free(Session *s) {
         return NULL;
 }
 
-Session *session_find(Manager *m, Volume *v, const char *sender) {
+Session *session_find(Manager *m, Volume *v, SessionKind kind, const char *sender) {
         for (Session *s = m->sessions; s; s = s->next)
-                if (s->volume == v && streq(s->sender, sender))
+                if (s->volume == v && s->kind == kind && (!sender || streq(s->sender, sender)))
                         return s;
         return NULL;
 }

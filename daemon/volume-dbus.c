@@ -147,6 +147,13 @@ void volume_work_reply_error(VolumeWork *w, int r, const char *what) {
                 (void) bus_reply_errno(w->msg, r, what);
 }
 
+void volume_restat_and_emit(Volume *v) {
+        (void) volume_stat(v);
+        volume_emit_changed(v, "State", "Size", "Usage", "Outdated", "Revisions", NULL);
+        pool_refresh(v->pool);
+        pool_emit_changed(v->pool, "Usage", "Available", NULL);
+}
+
 void volume_committed(Volume *v) {
         Volume *other;
 
@@ -509,6 +516,18 @@ const sd_bus_vtable volume_vtable[] = {
                                 SD_BUS_ARGS("o", pool, "s", name, "a{sv}", options),
                                 SD_BUS_RESULT("o", volume),
                                 method_clone, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Import",
+                                SD_BUS_ARGS("h", fd, "a{sv}", options),
+                                SD_BUS_NO_RESULT,
+                                method_import, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ImportBegin",
+                                SD_BUS_ARGS("a{sv}", options),
+                                SD_BUS_RESULT("h", fd),
+                                method_import_begin, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ImportEnd",
+                                SD_BUS_ARGS("b", commit, "a{sv}", options),
+                                SD_BUS_NO_RESULT,
+                                method_import_end, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Export",
                                 SD_BUS_ARGS("h", fd, "a{sv}", options),
                                 SD_BUS_NO_RESULT,

@@ -23,6 +23,10 @@ void volume_work_reply_error(VolumeWork *w, int r, const char *what);
  * they are outdated now. */
 void volume_committed(Volume *v);
 
+/* After file work on v: re-reads its size and usage and the pool's, and announces them with
+ * the life-cycle properties. */
+void volume_restat_and_emit(Volume *v);
+
 /* Deletes the revisions planned in w, then saves and replies. */
 int volume_start_pruning(VolumeWork *w, sd_bus_error *error);
 
@@ -35,3 +39,6 @@ int method_clone(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_export(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_export_begin(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_export_end(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_import_begin(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_import_end(sd_bus_message *msg, void *userdata, sd_bus_error *error);

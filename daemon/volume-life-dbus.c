@@ -14,13 +14,6 @@
 #include "names.h"
 #include "volume-dbus.h"
 
-static void restat_and_emit(Volume *v) {
-        (void) volume_stat(v);
-        volume_emit_changed(v, "State", "Size", "Usage", "Outdated", "Revisions", NULL);
-        pool_refresh(v->pool);
-        pool_emit_changed(v->pool, "Usage", "Available", NULL);
-}
-
 /* The revision named by id, or a named error. */
 static int find_revision(Volume *v, const char *id, uint64_t *ret, sd_bus_error *error) {
         uint64_t n = revision_id_from_string(id);
@@ -98,7 +91,7 @@ static void start_done(int r, void *userdata) {
                 (void) volume_save(v);
         }
         log_info("Started volume %s/%s.", v->pool->name, v->name);
-        restat_and_emit(v);
+        volume_restat_and_emit(v);
         (void) sd_bus_reply_method_return(w->msg, NULL);
         volume_work_free(w, 0);
 }
@@ -165,7 +158,7 @@ static void stop_done(int r, void *userdata) {
                 volume_committed(v);
         }
         log_info("Stopped volume %s/%s%s.", v->pool->name, v->name, v->settings.save_on_stop ? ", committed" : "");
-        restat_and_emit(v);
+        volume_restat_and_emit(v);
         (void) sd_bus_reply_method_return(w->msg, NULL);
         volume_work_free(w, 0);
 }
@@ -277,7 +270,7 @@ static void revert_done(int r, void *userdata) {
         volume_apply_revisions(v, w, w->revision);
         volume_committed(v);
         log_info("Reverted volume %s/%s to revision %" PRIu64 ".", v->pool->name, v->name, w->revision);
-        restat_and_emit(v);
+        volume_restat_and_emit(v);
         (void) sd_bus_reply_method_return(w->msg, NULL);
         volume_work_free(w, 0);
 }

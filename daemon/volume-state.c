@@ -135,6 +135,32 @@ static int publish_revision(const Volume *v, int vdir_fd, const char *pending, u
         return v->pool->driver->object_rename(vdir_fd, pending, object, false);
 }
 
+/* Makes the complete object the committed image: the old image is kept as w->new_revision
+ * through a pending link, then object is renamed over it, then the revisions beyond the limit
+ * go. object must be synced. */
+static int commit_object(const VolumeWork *w, int vdir_fd, const char *object) {
+        const Volume *v = w->volume;
+        const PoolDriver *d = v->pool->driver;
+        _cleanup_free_ char *pending = NULL;
+        int r;
+
+        if (w->new_revision) {
+                r = keep_image_as(v, vdir_fd, w->new_revision, &pending);
+                if (r < 0)
+                        return r;
+        }
+        r = d->object_rename(vdir_fd, object, OBJECT_IMAGE, true);   /* the commit */
+        if (r < 0) {
+                if (pending)
+                        (void) d->object_remove(vdir_fd, pending);
+                return r;
+        }
+        if (pending)
+                (void) publish_revision(v, vdir_fd, pending, w->new_revision);
+        (void) prune(v, vdir_fd, w);
+        return 0;
+}
+
 /* Makes a new object with a fresh staging name by calling make, then renames it to dst. */
 static int make_object(const Volume *v, int vdir_fd, const char *dst, bool replace,
                        int (*make)(const VolumeWork *w, int vdir_fd, const char *name), const VolumeWork *w) {
@@ -192,7 +218,6 @@ int volume_stop_work(void *userdata) {
         Volume *v = w->volume;
         const PoolDriver *d = v->pool->driver;
         _cleanup_close_ int vdir_fd = volume_open_dir(v);
-        _cleanup_free_ char *staging = NULL;
         int r;
 
         if (vdir_fd < 0)
@@ -203,21 +228,7 @@ int volume_stop_work(void *userdata) {
         r = d->object_sync(vdir_fd, OBJECT_WORK);
         if (r < 0)
                 return r;
-        if (w->new_revision) {
-                r = keep_image_as(v, vdir_fd, w->new_revision, &staging);
-                if (r < 0)
-                        return r;
-        }
-        r = d->object_rename(vdir_fd, OBJECT_WORK, OBJECT_IMAGE, true);   /* the commit */
-        if (r < 0) {
-                if (staging)
-                        (void) d->object_remove(vdir_fd, staging);
-                return r;
-        }
-        if (staging)
-                (void) publish_revision(v, vdir_fd, staging, w->new_revision);
-        (void) prune(v, vdir_fd, w);
-        return 0;
+        return commit_object(w, vdir_fd, OBJECT_WORK);
 }
 
 int volume_snapshot_work(void *userdata) {
@@ -304,4 +315,51 @@ int volume_clone_work(void *userdata) {
         VolumeWork *w = userdata;
 
         return volume_create_copy(w->target, w->volume, w->source_object, volume_work_progress(w));
+}
+
+/* Import: the caller's bytes into a new object, which then becomes the committed image. */
+int volume_import_work(void *userdata) {
+        VolumeWork *w = userdata;
+        const PoolDriver *d = w->volume->pool->driver;
+        _cleanup_close_ int vdir_fd = volume_open_dir(w->volume);
+        _cleanup_free_ char *staging = NULL;
+        int r;
+
+        if (vdir_fd < 0)
+                return vdir_fd;
+        r = staging_name_new(&staging);
+        if (r < 0)
+                return r;
+        r = d->object_import(w->volume->pool, w->fd, w->size, vdir_fd, staging, volume_work_progress(w));
+        if (r < 0)
+                return r;
+        r = commit_object(w, vdir_fd, staging);
+        if (r < 0)
+                (void) d->object_remove(vdir_fd, staging);
+        return r;
+}
+
+/* ImportEnd: the staging object the caller wrote becomes the committed image, if it still has
+ * the size it was given. */
+int volume_import_end_work(void *userdata) {
+        VolumeWork *w = userdata;
+        const PoolDriver *d = w->volume->pool->driver;
+        _cleanup_close_ int vdir_fd = volume_open_dir(w->volume);
+        uint64_t size, usage;
+        int r;
+
+        if (vdir_fd < 0)
+                return vdir_fd;
+        r = d->object_sync(vdir_fd, w->staging);
+        if (r >= 0)
+                r = d->object_stat(vdir_fd, w->staging, &size, &usage);
+        if (r >= 0 && size != w->size)
+                r = size < w->size ? -ENODATA : -EMSGSIZE;
+        if (r >= 0)
+                r = commit_object(w, vdir_fd, w->staging);
+        if (r < 0)
+                return r;       /* volume_work_free() discards the staging object */
+        free(w->staging);
+        w->staging = NULL;
+        return 0;
 }

@@ -430,6 +430,7 @@ int volume_work_new(Volume *v, sd_bus_message *msg, VolumeWork **ret) {
                 return -ENOMEM;
         w->msg = sd_bus_message_ref(msg);
         w->volume = v;
+        w->fd = -EBADF;
         *ret = w;
         return 0;
 }
@@ -486,11 +487,55 @@ VolumeWork *volume_work_free(VolumeWork *w, int result) {
                 w->volume->operation = NULL;
         if (w->job)
                 job_finish(w->job, result, NULL);       /* published, but the work never ran */
+        if (w->staging)
+                volume_discard_object(w->volume, w->staging);
         sd_bus_message_unref(w->msg);
+        safe_close(w->fd);
         free(w->source_object);
+        free(w->staging);
         free(w->prune);
         free(w);
         return NULL;
+}
+
+typedef struct Discard {
+        const PoolDriver *driver;
+        int vdir_fd;
+        char *name;
+} Discard;
+
+static int discard_work(void *userdata) {
+        Discard *d = userdata;
+
+        return d->driver->object_remove(d->vdir_fd, d->name);
+}
+
+static void discard_done(int r, void *userdata) {
+        Discard *d = userdata;
+
+        if (r < 0 && r != -ENOENT)
+                log_warning_errno(r, "Failed to remove staging object %s, the next start retries: %m", d->name);
+        safe_close(d->vdir_fd);
+        free(d->name);
+        free(d);
+}
+
+void volume_discard_object(Volume *v, const char *name) {
+        Discard *d = calloc(1, sizeof *d);
+
+        if (!d || !(d->name = strdup(name))) {
+                free(d);
+                log_warning("Out of memory; staging object %s stays until the next start.", name);
+                return;
+        }
+        d->driver = v->pool->driver;
+        d->vdir_fd = volume_open_dir(v);
+        if (d->vdir_fd < 0) {
+                discard_done(d->vdir_fd, d);
+                return;
+        }
+        if (workers_run(v->pool->manager->workers, discard_work, discard_done, d) < 0)
+                discard_done(discard_work(d), d);
 }
 
 bool volume_is_busy(Volume *v, const char **ret_reason) {

@@ -76,6 +76,8 @@ typedef struct VolumeWork {
         Volume *source;         /* Start of a snap_on_start volume, Clone: where the data comes from */
         Volume *target;         /* Clone: the new volume */
         char *source_object;    /* Clone: OBJECT_IMAGE or a revision's object */
+        int fd;                 /* Import: the caller's fd */
+        char *staging;          /* ImportEnd: the staging object to commit; discarded unless it is */
         uint64_t revision;      /* Revert, RemoveRevision: the revision acted on */
         uint64_t new_revision;  /* Stop, CreateSnapshot, Revert: the id the old image gets, 0 none */
         uint64_t *prune;        /* revisions to delete once the change is done */
@@ -113,6 +115,12 @@ int volume_revert_work(void *userdata);
 int volume_prune_work(void *userdata);
 int volume_resize_work(void *userdata);
 int volume_clone_work(void *userdata);
+int volume_import_work(void *userdata);
+int volume_import_end_work(void *userdata);
+
+/* Removes the object name of v on a worker thread (inline when none can take it), forgetting
+ * about it: for staging objects that are given up. */
+void volume_discard_object(Volume *v, const char *name);
 
 /* Bus glue (volume-dbus.c). */
 extern const sd_bus_vtable volume_vtable[];

@@ -5,7 +5,6 @@
  * that fd keeps the content of the moment even if a Stop commits meanwhile. */
 
 #include <fcntl.h>
-#include <sys/stat.h>
 
 #include "authorize.h"
 #include "bus-util.h"
@@ -15,33 +14,6 @@
 #include "session.h"
 #include "store.h"
 #include "volume-dbus.h"
-
-/* Checks an fd a caller passed: no O_PATH, no directory or device node, and open for what we
- * will do with it. Never a path: the kernel already checked the caller's access to it. */
-static int validate_caller_fd(int fd, bool for_writing, struct stat *ret_st, sd_bus_error *error) {
-        int flags, mode;
-
-        flags = fcntl(fd, F_GETFL);
-        if (flags < 0)
-                return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "The file descriptor is not usable: %s", strerror(errno));
-        if (flags & O_PATH)
-                return sd_bus_error_set(error, ERR_INVALID_ARGUMENT, "The file descriptor was opened with O_PATH.");
-        if (fstat(fd, ret_st) < 0)
-                return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "Cannot stat the file descriptor: %s", strerror(errno));
-        if (S_ISDIR(ret_st->st_mode))
-                return sd_bus_error_set(error, ERR_INVALID_ARGUMENT, "The file descriptor is a directory.");
-        if (!S_ISREG(ret_st->st_mode) && !S_ISFIFO(ret_st->st_mode) && !S_ISSOCK(ret_st->st_mode))
-                return sd_bus_error_set(error, ERR_INVALID_ARGUMENT,
-                                        "The file descriptor must be a regular file, a pipe or a socket.");
-        if (for_writing && S_ISREG(ret_st->st_mode) && (flags & O_APPEND))
-                return sd_bus_error_set(error, ERR_INVALID_ARGUMENT,
-                                        "The file was opened for appending; the image is written from the file's start.");
-        mode = flags & O_ACCMODE;
-        if (for_writing ? mode == O_RDONLY : mode == O_WRONLY)
-                return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "The file descriptor is not open for %s.",
-                                         for_writing ? "writing" : "reading");
-        return 0;
-}
 
 typedef struct ExportOptions {
         const char *format;
@@ -187,7 +159,7 @@ int method_export(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         r = options_read(msg, export_spec, &o, NULL, error);
         if (r < 0)
                 return r;
-        r = validate_caller_fd(fd, true, &st, error);
+        r = bus_validate_caller_fd(fd, true, &st, error);
         if (r < 0)
                 return r;
 
@@ -216,7 +188,7 @@ int method_export_begin(sd_bus_message *msg, void *userdata, sd_bus_error *error
         r = options_read(msg, export_begin_spec, &o, NULL, error);
         if (r < 0)
                 return r;
-        if (session_find(v->pool->manager, v, sd_bus_message_get_sender(msg)))
+        if (session_find(v->pool->manager, v, SESSION_EXPORT, sd_bus_message_get_sender(msg)))
                 return sd_bus_error_setf(error, ERR_BUSY, "You already export volume %s/%s; call ExportEnd first.",
                                          v->pool->name, v->name);
 
@@ -227,7 +199,7 @@ int method_export_begin(sd_bus_message *msg, void *userdata, sd_bus_error *error
         fd = open_export_source(v, &o, error);
         if (fd < 0)
                 return fd;
-        r = session_new(v, sd_bus_message_get_sender(msg), &s);
+        r = session_new(v, SESSION_EXPORT, sd_bus_message_get_sender(msg), &s);
         if (r == -EMFILE)
                 return sd_bus_error_set(error, ERR_LIMITS_EXCEEDED, "Too many export sessions are open.");
         if (r < 0)
@@ -244,7 +216,7 @@ int method_export_end(sd_bus_message *msg, void *userdata, sd_bus_error *error) 
         r = options_read(msg, volume_no_options, NULL, NULL, error);
         if (r < 0)
                 return r;
-        s = session_find(v->pool->manager, v, sd_bus_message_get_sender(msg));
+        s = session_find(v->pool->manager, v, SESSION_EXPORT, sd_bus_message_get_sender(msg));
         if (!s)
                 return sd_bus_error_setf(error, ERR_WRONG_STATE, "You do not export volume %s/%s.", v->pool->name, v->name);
         session_free(s);

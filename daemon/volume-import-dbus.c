@@ -1,0 +1,257 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Volume methods that replace a volume's content with bytes a caller passes over a file
+ * descriptor: Import (the daemon reads the caller's fd) and ImportBegin/ImportEnd (the caller
+ * writes into an fd of a staging object). Either way a new object is made and committed like a
+ * Stop commits: the old image becomes a revision and nothing is written in place.
+ *
+ * ImportEnd commits only once the caller has closed its fd of the staging object, and every
+ * copy and mapping of it: a committed image is never written again, and a caller keeping a
+ * writable fd could otherwise change it, and every revision linked to it, at will. A read lease
+ * tells whether anyone still has the object open for writing. */
+
+#include <fcntl.h>
+
+#include "authorize.h"
+#include "bus-util.h"
+#include "errors.h"
+#include "job.h"
+#include "log.h"
+#include "session.h"
+#include "store.h"
+#include "volume-dbus.h"
+
+typedef struct ImportOptions {
+        const char *format;
+        uint64_t size;
+} ImportOptions;
+
+static const OptionSpec import_spec[] = {
+        OPTION("format", OPTION_STRING, ImportOptions, format),
+        OPTION("size", OPTION_UINT64, ImportOptions, size),
+        {}
+};
+
+/* What Import and ImportBegin check alike, once the size is known. */
+static int check_import(Volume *v, const ImportOptions *o, sd_bus_error *error) {
+        int r;
+
+        if (o->format && !streq(o->format, v->settings.format)) {
+                if (!streq(o->format, "raw") && !streq(o->format, "qcow2"))
+                        return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "Unknown image format '%s'; use raw or qcow2.", o->format);
+                return sd_bus_error_setf(error, ERR_NOT_SUPPORTED, "Importing %s data into the %s volume %s/%s is not supported.",
+                                         o->format, v->settings.format, v->pool->name, v->name);
+        }
+        r = validate_volume_size(v->pool->manager, o->size, error);
+        if (r < 0)
+                return r;
+        r = volume_check_idle(v, error);
+        if (r < 0)
+                return r;
+        if (v->state == VOLUME_STARTED)
+                return sd_bus_error_setf(error, ERR_WRONG_STATE, "Volume %s/%s is started; stop it before importing into it.",
+                                         v->pool->name, v->name);
+        return 0;
+}
+
+/* Answers a failed Import or ImportEnd: a stream or staging object of the wrong length is the
+ * caller's mistake. */
+static void reply_import_error(VolumeWork *w, int r) {
+        if (r == -ENODATA)
+                (void) sd_bus_reply_method_errorf(w->msg, ERR_INVALID_ARGUMENT,
+                                                  "The data ended before the %" PRIu64 " bytes that size announced.", w->size);
+        else if (r == -EMSGSIZE)
+                (void) sd_bus_reply_method_errorf(w->msg, ERR_INVALID_ARGUMENT,
+                                                  "The data is longer than the %" PRIu64 " bytes that size announced.", w->size);
+        else
+                volume_work_reply_error(w, r, "Failed to import into the volume");
+}
+
+static void import_done(int r, void *userdata) {
+        VolumeWork *w = userdata;
+        Volume *v = w->volume;
+
+        if (r < 0) {
+                reply_import_error(w, r);
+                volume_work_free(w, r);
+                return;
+        }
+        volume_apply_revisions(v, w, 0);
+        volume_committed(v);
+        log_info("Imported %" PRIu64 " bytes into volume %s/%s.", w->size, v->pool->name, v->name);
+        volume_restat_and_emit(v);
+        (void) sd_bus_reply_method_return(w->msg, NULL);
+        volume_work_free(w, 0);
+}
+
+/* Runs work for the call, an import that adds a revision; as a job when it copies bytes.
+ * Returns 1. */
+static int run_import(VolumeWork *w, bool job, uint64_t bytes, WorkFunc work, sd_bus_error *error) {
+        int r;
+
+        r = volume_plan_revisions(w->volume, true, 0, w);
+        if (r >= 0 && job)
+                r = volume_work_publish_job(w, bytes, error);
+        if (r < 0) {
+                volume_work_free(w, r);
+                return r;
+        }
+        r = volume_work_start(w, work, import_done, error);
+        return r < 0 ? r : 1;
+}
+
+int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Volume *v = userdata;
+        ImportOptions o = {};
+        VolumeWork *w;
+        struct stat st;
+        uint32_t seen;
+        int fd, r;
+
+        r = sd_bus_message_read(msg, "h", &fd);
+        if (r < 0)
+                return r;
+        r = options_read(msg, import_spec, &o, &seen, error);
+        if (r < 0)
+                return r;
+        r = bus_validate_caller_fd(fd, false, &st, error);
+        if (r < 0)
+                return r;
+        if (!option_seen(seen, import_spec, "size")) {
+                if (!S_ISREG(st.st_mode))
+                        return sd_bus_error_set(error, ERR_INVALID_ARGUMENT,
+                                                "Importing from a pipe or socket needs the size of the data.");
+                o.size = (uint64_t) st.st_size;
+        } else if (S_ISREG(st.st_mode) && o.size != (uint64_t) st.st_size)
+                return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "The file holds %" PRIu64 " bytes, not %" PRIu64 ".",
+                                         (uint64_t) st.st_size, o.size);
+        r = check_import(v, &o, error);
+        if (r < 0)
+                return r;
+
+        r = volume_authorize(v, msg, ACTION_VOLUME_MODIFY, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        r = volume_work_new(v, msg, &w);
+        if (r < 0)
+                return r;
+        w->size = o.size;
+        w->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (w->fd < 0) {
+                r = -errno;
+                volume_work_free(w, r);
+                return r;
+        }
+        return run_import(w, true, S_ISREG(st.st_mode) ? copy_data_size(w->fd) : o.size, volume_import_work, error);
+}
+
+/* A new staging object of size bytes: the fd for the caller (write-only) and the session's
+ * (read-only). */
+static int create_staging(Volume *v, uint64_t size, char **ret_name, int *ret_write_fd, int *ret_read_fd) {
+        const PoolDriver *d = v->pool->driver;
+        _cleanup_close_ int vdir_fd = -EBADF, write_fd = -EBADF, read_fd = -EBADF;
+        _cleanup_free_ char *name = NULL;
+        int r;
+
+        vdir_fd = volume_open_dir(v);
+        if (vdir_fd < 0)
+                return vdir_fd;
+        r = staging_name_new(&name);
+        if (r < 0)
+                return r;
+        r = d->object_create(v, vdir_fd, name, size, false);
+        if (r < 0)
+                return r;
+        write_fd = d->object_open(vdir_fd, name, O_WRONLY);
+        read_fd = d->object_open(vdir_fd, name, O_RDONLY);
+        if (write_fd < 0 || read_fd < 0) {
+                (void) d->object_remove(vdir_fd, name);
+                return write_fd < 0 ? write_fd : read_fd;
+        }
+        *ret_name = TAKE_PTR(name);
+        *ret_write_fd = TAKE_FD(write_fd);
+        *ret_read_fd = TAKE_FD(read_fd);
+        return 0;
+}
+
+int method_import_begin(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Volume *v = userdata;
+        ImportOptions o = {};
+        _cleanup_close_ int write_fd = -EBADF;
+        char *staging = NULL;
+        uint32_t seen;
+        Session *s;
+        int r, read_fd = -EBADF;
+
+        r = options_read(msg, import_spec, &o, &seen, error);
+        if (r < 0)
+                return r;
+        if (!option_seen(seen, import_spec, "size"))
+                return sd_bus_error_set(error, ERR_INVALID_ARGUMENT, "ImportBegin needs the size of the image.");
+        r = check_import(v, &o, error);
+        if (r < 0)
+                return r;
+        if (v->pool->manager->n_sessions >= v->pool->manager->limits.max_sessions)
+                return sd_bus_error_set(error, ERR_LIMITS_EXCEEDED, "Too many import and export sessions are open.");
+
+        r = volume_authorize(v, msg, ACTION_VOLUME_MODIFY, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        r = create_staging(v, o.size, &staging, &write_fd, &read_fd);
+        if (r < 0)
+                return bus_error_from_errno(error, r, "Failed to create the staging image");
+        r = session_new_import(v, sd_bus_message_get_sender(msg), staging, read_fd, o.size, &s);
+        if (r == -EMFILE)
+                return sd_bus_error_set(error, ERR_LIMITS_EXCEEDED, "Too many import and export sessions are open.");
+        if (r < 0)
+                return bus_error_from_errno(error, r, "Failed to open the import session");
+        log_debug("%s imports %" PRIu64 " bytes into %s/%s.", s->sender, o.size, v->pool->name, v->name);
+        return sd_bus_reply_method_return(msg, "h", write_fd);
+}
+
+/* Whether anyone still has fd's file open for writing (or mapped writable): a read lease is
+ * refused then. */
+static int open_for_writing(int fd) {
+        if (fcntl(fd, F_SETLEASE, F_RDLCK) < 0)
+                return errno == EAGAIN ? 1 : -errno;
+        (void) fcntl(fd, F_SETLEASE, F_UNLCK);
+        return 0;
+}
+
+int method_import_end(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Volume *v = userdata;
+        VolumeWork *w;
+        Session *s;
+        int commit, r;
+
+        r = sd_bus_message_read(msg, "b", &commit);
+        if (r < 0)
+                return r;
+        r = options_read(msg, volume_no_options, NULL, NULL, error);
+        if (r < 0)
+                return r;
+        s = session_find(v->pool->manager, v, SESSION_IMPORT, sd_bus_message_get_sender(msg));
+        if (!s)
+                return sd_bus_error_setf(error, ERR_WRONG_STATE, "You do not import into volume %s/%s.", v->pool->name, v->name);
+        if (!commit) {
+                log_debug("%s discards its import into %s/%s.", s->sender, v->pool->name, v->name);
+                session_free(s);
+                return sd_bus_reply_method_return(msg, NULL);
+        }
+
+        r = open_for_writing(s->staging_fd);
+        if (r < 0)
+                return bus_error_from_errno(error, r, "Cannot tell whether the staging image is still open");
+        if (r > 0)
+                return sd_bus_error_set(error, ERR_BUSY, "The staging image is still open for writing; "
+                                        "close every descriptor and mapping of it, then call ImportEnd again.");
+
+        r = volume_work_new(v, msg, &w);
+        if (r < 0)
+                return r;
+        w->size = s->size;
+        w->staging = TAKE_PTR(s->staging);
+        session_free(s);
+        return run_import(w, false, 0, volume_import_end_work, error);
+}
