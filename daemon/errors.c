@@ -25,6 +25,17 @@ void errors_register(void) {
         (void) sd_bus_error_add_map(cistern_errors);
 }
 
+const char *errno_describe(int e) {
+        switch (e < 0 ? -e : e) {
+        case ENODATA:
+                return "The data ended before the size announced";
+        case EMSGSIZE:
+                return "The data is longer than the size announced";
+        default:
+                return strerror(e < 0 ? -e : e);
+        }
+}
+
 int bus_error_from_errno(sd_bus_error *error, int r, const char *what) {
         const char *name;
         int e = r < 0 ? -r : r;
@@ -50,6 +61,8 @@ int bus_error_from_errno(sd_bus_error *error, int r, const char *what) {
                 name = ERR_NOT_SUPPORTED;
                 break;
         case EFBIG:
+        case ENODATA:
+        case EMSGSIZE:
                 name = ERR_INVALID_ARGUMENT;
                 break;
         case ECANCELED:
@@ -58,6 +71,6 @@ int bus_error_from_errno(sd_bus_error *error, int r, const char *what) {
         default:
                 name = ERR_FAILED;
         }
-        sd_bus_error_setf(error, name, "%s: %s", what, strerror(e));
+        sd_bus_error_setf(error, name, "%s: %s", what, errno_describe(e));
         return -e;
 }

@@ -25,7 +25,11 @@
  * and clients that only see an errno get something sensible. */
 void errors_register(void);
 
+/* strerror(), except for the errnos that mean more in cistern: ENODATA and EMSGSIZE, data
+ * shorter or longer than the size a caller announced. */
+const char *errno_describe(int e);
+
 /* Sets a named error with a message for a failure that has an errno (ENOSPC → NoSpace, EEXIST →
- * AlreadyExists, EBUSY → Busy, ENOENT → NotFound, EINVAL → InvalidArgument, anything else →
- * Failed), formatting "what: strerror". Returns the negative errno. */
+ * AlreadyExists, EBUSY → Busy, ENOENT → NotFound, EINVAL, ENODATA, EMSGSIZE → InvalidArgument,
+ * anything else → Failed), formatting "what: errno_describe()". Returns the negative errno. */
 int bus_error_from_errno(sd_bus_error *error, int r, const char *what);

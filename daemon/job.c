@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "errors.h"
 #include "job.h"
 #include "log.h"
 
@@ -206,7 +207,7 @@ void job_finish(Job *j, int result, const char *message) {
 
         job_update(j, true);
         if (!message)
-                message = result >= 0 ? "" : result == -ECANCELED ? "Cancelled." : strerror(-result);
+                message = result >= 0 ? "" : result == -ECANCELED ? "Cancelled." : errno_describe(result);
         log_debug("Job %s (%s) %s%s%s", j->name, j->operation, result >= 0 ? "succeeded" : "failed",
                   *message ? ": " : ".", message);
         (void) sd_bus_emit_signal(m->bus, j->object_path, JOB_INTERFACE, "Completed", "bs", (int) (result >= 0), message);

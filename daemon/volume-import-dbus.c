@@ -53,25 +53,12 @@ static int check_import(Volume *v, const ImportOptions *o, sd_bus_error *error) 
         return 0;
 }
 
-/* Answers a failed Import or ImportEnd: a stream or staging object of the wrong length is the
- * caller's mistake. */
-static void reply_import_error(VolumeWork *w, int r) {
-        if (r == -ENODATA)
-                (void) sd_bus_reply_method_errorf(w->msg, ERR_INVALID_ARGUMENT,
-                                                  "The data ended before the %" PRIu64 " bytes that size announced.", w->size);
-        else if (r == -EMSGSIZE)
-                (void) sd_bus_reply_method_errorf(w->msg, ERR_INVALID_ARGUMENT,
-                                                  "The data is longer than the %" PRIu64 " bytes that size announced.", w->size);
-        else
-                volume_work_reply_error(w, r, "Failed to import into the volume");
-}
-
 static void import_done(int r, void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
 
         if (r < 0) {
-                reply_import_error(w, r);
+                volume_work_reply_error(w, r, "Failed to import into the volume");
                 volume_work_free(w, r);
                 return;
         }
