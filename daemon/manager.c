@@ -70,14 +70,15 @@ Manager *manager_free(Manager *m) {
 
         if (!m)
                 return NULL;
-        /* Running work finishes first: its done callbacks still use the pools and the bus, and
-         * finish their jobs; a long copy is told to stop rather than waited for. Whatever job is
-         * left refers to pools: it goes before them. */
+        /* Sessions end first, an import's staging object going to a worker. Running work
+         * finishes then: its done callbacks still use the pools and the bus, and finish their
+         * jobs; a long copy is told to stop rather than waited for. Whatever job is left refers
+         * to pools: it goes before them. */
+        while (m->sessions)
+                session_free(m->sessions);
         NAMEMAP_FOREACH(j, &m->jobs)
                 (void) job_cancel(j);
         workers_free(m->workers);
-        while (m->sessions)
-                session_free(m->sessions);
         while (m->jobs.n > 0)
                 job_free(m->jobs.entries[0].value);
         namemap_clear(&m->jobs);

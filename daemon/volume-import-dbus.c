@@ -132,43 +132,43 @@ int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         return run_import(w, true, S_ISREG(st.st_mode) ? copy_data_size(w->fd) : o.size, volume_import_work, error);
 }
 
-/* A new staging object of size bytes: the fd for the caller (write-only) and the session's
- * (read-only). */
-static int create_staging(Volume *v, uint64_t size, char **ret_name, int *ret_write_fd, int *ret_read_fd) {
-        const PoolDriver *d = v->pool->driver;
-        _cleanup_close_ int vdir_fd = -EBADF, write_fd = -EBADF, read_fd = -EBADF;
-        _cleanup_free_ char *name = NULL;
-        int r;
+static void import_begin_done(int r, void *userdata) {
+        VolumeWork *w = userdata;
+        Volume *v = w->volume;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = sd_bus_message_ref(w->msg);
+        _cleanup_close_ int write_fd = -EBADF;
+        uint64_t size = w->size;
+        char *staging;
+        Session *s;
+        int read_fd;
 
-        vdir_fd = volume_open_dir(v);
-        if (vdir_fd < 0)
-                return vdir_fd;
-        r = staging_name_new(&name);
-        if (r < 0)
-                return r;
-        r = d->object_create(v, vdir_fd, name, size, false);
-        if (r < 0)
-                return r;
-        write_fd = d->object_open(vdir_fd, name, O_WRONLY);
-        read_fd = d->object_open(vdir_fd, name, O_RDONLY);
-        if (write_fd < 0 || read_fd < 0) {
-                (void) d->object_remove(vdir_fd, name);
-                return write_fd < 0 ? write_fd : read_fd;
+        if (r < 0) {
+                volume_work_reply_error(w, r, "Failed to create the staging image");
+                volume_work_free(w, r);
+                return;
         }
-        *ret_name = TAKE_PTR(name);
-        *ret_write_fd = TAKE_FD(write_fd);
-        *ret_read_fd = TAKE_FD(read_fd);
-        return 0;
+        /* The work ends, and the session takes over the volume and the staging object. */
+        write_fd = TAKE_FD(w->fd);
+        read_fd = TAKE_FD(w->staging_fd);
+        staging = TAKE_PTR(w->staging);
+        volume_work_free(w, 0);
+        r = session_new_import(v, sd_bus_message_get_sender(msg), staging, read_fd, size, &s);
+        if (r == -EMFILE)
+                (void) sd_bus_reply_method_errorf(msg, ERR_LIMITS_EXCEEDED, "Too many import and export sessions are open.");
+        else if (r < 0)
+                (void) bus_reply_errno(msg, r, "Failed to open the import session");
+        else {
+                log_debug("%s imports %" PRIu64 " bytes into %s/%s.", s->sender, size, v->pool->name, v->name);
+                (void) sd_bus_reply_method_return(msg, "h", write_fd);
+        }
 }
 
 int method_import_begin(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Volume *v = userdata;
         ImportOptions o = {};
-        _cleanup_close_ int write_fd = -EBADF;
-        char *staging = NULL;
+        VolumeWork *w;
         uint32_t seen;
-        Session *s;
-        int r, read_fd = -EBADF;
+        int r;
 
         r = options_read(msg, import_spec, &o, &seen, error);
         if (r < 0)
@@ -185,16 +185,12 @@ int method_import_begin(sd_bus_message *msg, void *userdata, sd_bus_error *error
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        r = create_staging(v, o.size, &staging, &write_fd, &read_fd);
+        r = volume_work_new(v, msg, &w);
         if (r < 0)
-                return bus_error_from_errno(error, r, "Failed to create the staging image");
-        r = session_new_import(v, sd_bus_message_get_sender(msg), staging, read_fd, o.size, &s);
-        if (r == -EMFILE)
-                return sd_bus_error_set(error, ERR_LIMITS_EXCEEDED, "Too many import and export sessions are open.");
-        if (r < 0)
-                return bus_error_from_errno(error, r, "Failed to open the import session");
-        log_debug("%s imports %" PRIu64 " bytes into %s/%s.", s->sender, o.size, v->pool->name, v->name);
-        return sd_bus_reply_method_return(msg, "h", write_fd);
+                return r;
+        w->size = o.size;
+        r = volume_work_start(w, volume_import_begin_work, import_begin_done, error);
+        return r < 0 ? r : 1;
 }
 
 /* Whether anyone still has fd's file open for writing (or mapped writable): a read lease is

@@ -7,6 +7,7 @@
  * name and renames it over the old one, so that at every instant one complete committed image
  * exists and a crash leaves at most staging objects, which the next start sweeps away. */
 
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 
@@ -337,6 +338,31 @@ int volume_import_work(void *userdata) {
         if (r < 0)
                 (void) d->object_remove(vdir_fd, staging);
         return r;
+}
+
+/* ImportBegin: a new staging object of w->size bytes, with a write-only fd for the caller and
+ * a read-only one for the session. */
+int volume_import_begin_work(void *userdata) {
+        VolumeWork *w = userdata;
+        const PoolDriver *d = w->volume->pool->driver;
+        _cleanup_close_ int vdir_fd = volume_open_dir(w->volume);
+        _cleanup_free_ char *staging = NULL;
+        int r;
+
+        if (vdir_fd < 0)
+                return vdir_fd;
+        r = staging_name_new(&staging);
+        if (r < 0)
+                return r;
+        r = d->object_create(w->volume, vdir_fd, staging, w->size, false);
+        if (r < 0)
+                return r;
+        w->staging = TAKE_PTR(staging);         /* from now on discarded on failure */
+        w->fd = d->object_open(vdir_fd, w->staging, O_WRONLY);
+        if (w->fd < 0)
+                return w->fd;
+        w->staging_fd = d->object_open(vdir_fd, w->staging, O_RDONLY);
+        return w->staging_fd < 0 ? w->staging_fd : 0;
 }
 
 /* ImportEnd: the staging object the caller wrote becomes the committed image, if it still has

@@ -430,7 +430,7 @@ int volume_work_new(Volume *v, sd_bus_message *msg, VolumeWork **ret) {
                 return -ENOMEM;
         w->msg = sd_bus_message_ref(msg);
         w->volume = v;
-        w->fd = -EBADF;
+        w->fd = w->staging_fd = -EBADF;
         *ret = w;
         return 0;
 }
@@ -491,6 +491,7 @@ VolumeWork *volume_work_free(VolumeWork *w, int result) {
                 volume_discard_object(w->volume, w->staging);
         sd_bus_message_unref(w->msg);
         safe_close(w->fd);
+        safe_close(w->staging_fd);
         free(w->source_object);
         free(w->staging);
         free(w->prune);

@@ -76,8 +76,9 @@ typedef struct VolumeWork {
         Volume *source;         /* Start of a snap_on_start volume, Clone: where the data comes from */
         Volume *target;         /* Clone: the new volume */
         char *source_object;    /* Clone: OBJECT_IMAGE or a revision's object */
-        int fd;                 /* Import: the caller's fd */
-        char *staging;          /* ImportEnd: the staging object to commit; discarded unless it is */
+        int fd;                 /* Import: the caller's fd; ImportBegin: the fd for the caller */
+        char *staging;          /* ImportBegin, ImportEnd: the staging object; discarded unless taken */
+        int staging_fd;         /* ImportBegin: a read-only fd of it for the session */
         uint64_t revision;      /* Revert, RemoveRevision: the revision acted on */
         uint64_t new_revision;  /* Stop, CreateSnapshot, Revert: the id the old image gets, 0 none */
         uint64_t *prune;        /* revisions to delete once the change is done */
@@ -116,6 +117,7 @@ int volume_prune_work(void *userdata);
 int volume_resize_work(void *userdata);
 int volume_clone_work(void *userdata);
 int volume_import_work(void *userdata);
+int volume_import_begin_work(void *userdata);
 int volume_import_end_work(void *userdata);
 
 /* Removes the object name of v on a worker thread (inline when none can take it), forgetting
