@@ -3,6 +3,7 @@
 #include <inttypes.h>
 
 #include "bus-util.h"
+#include "copy.h"
 #include "errors.h"
 
 int bus_property_get_bool(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -141,6 +142,8 @@ int bus_validate_caller_fd(int fd, bool for_writing, struct stat *ret_st, sd_bus
         if (!S_ISREG(ret_st->st_mode) && !S_ISFIFO(ret_st->st_mode) && !S_ISSOCK(ret_st->st_mode))
                 return sd_bus_error_set(error, ERR_INVALID_ARGUMENT,
                                         "The file descriptor must be a regular file, a pipe or a socket.");
+        if (S_ISSOCK(ret_st->st_mode) && !socket_is_stream(fd))
+                return sd_bus_error_set(error, ERR_INVALID_ARGUMENT, "The socket must be a stream socket (SOCK_STREAM).");
         if (for_writing && S_ISREG(ret_st->st_mode) && (flags & O_APPEND))
                 return sd_bus_error_set(error, ERR_INVALID_ARGUMENT,
                                         "The file was opened for appending; the image is written from the file's start.");

@@ -23,7 +23,7 @@ int validate_life_cycle(bool save_on_stop, bool snap_on_start, bool has_source, 
 int validate_revisions_to_keep(Manager *m, uint32_t n, sd_bus_error *error);
 
 /* Checks an fd a caller passed, for reading from it or writing into it: a regular file, pipe or
- * socket open for that (no O_PATH; no O_APPEND file to write into). InvalidArgument otherwise.
+ * stream socket open for that (no O_PATH; no O_APPEND file to write into). InvalidArgument otherwise.
  * Never a path: the kernel already checked the caller's access. Fills *ret_st. */
 int bus_validate_caller_fd(int fd, bool for_writing, struct stat *ret_st, sd_bus_error *error);
 

@@ -392,13 +392,22 @@ static int write_sparse_at(int fd, const uint8_t *buffer, size_t n, uint64_t off
         return run < n ? write_all_at(fd, buffer + run, n - run, offset + run) : 0;
 }
 
-/* Waits up to 100 ms for fd to have data or reach its end; the caller then looks at cancel. */
+/* Waits up to 100 ms for fd to have data or reach its end: 1 when it does, 0 when the caller
+ * should look at cancel and wait again. */
 static int wait_readable(int fd) {
         struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        int n = poll(&pfd, 1, 100);
 
-        if (poll(&pfd, 1, 100) < 0 && errno != EINTR)
-                return -errno;
-        return 0;
+        if (n < 0)
+                return errno == EINTR ? 0 : -errno;
+        return n > 0;
+}
+
+bool socket_is_stream(int fd) {
+        int type;
+        socklen_t len = sizeof type;
+
+        return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) >= 0 && type == SOCK_STREAM;
 }
 
 /* Reads up to n bytes of the pipe or socket fd as soon as some are there, looking at cancel
@@ -412,8 +421,11 @@ static ssize_t read_stream(int fd, bool socket, uint8_t *buffer, size_t n, CopyP
                 if (copy_cancelled(progress))
                         return -ECANCELED;
                 r = wait_readable(fd);
-                if (r < 0)
-                        return r;
+                if (r <= 0) {
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
                 k = socket ? recv(fd, buffer, n, MSG_DONTWAIT) : read(fd, buffer, n);
                 if (k >= 0)
                         return k;
@@ -511,6 +523,8 @@ int copy_in(int src_fd, int dst_fd, uint64_t size, ReflinkMode mode, CopyProgres
                 return -errno;
         if (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode))
                 return -EINVAL;
+        if (S_ISSOCK(st.st_mode) && !socket_is_stream(src_fd))
+                return -EINVAL;         /* datagrams would lose what does not fit the buffer */
         if (S_ISREG(st.st_mode)) {
                 r = check_file_size(src_fd, size);
                 if (r < 0)

@@ -58,11 +58,15 @@ int copy_whole(int src_fd, int dst_fd, CopyProgress *progress);
  * discard. */
 int copy_file(int src_fd, int dst_fd, ReflinkMode mode, CopyProgress *progress);
 
+/* Whether the socket fd carries a byte stream (SOCK_STREAM), not datagrams or records. */
+bool socket_is_stream(int fd);
+
 /* Fills the new object dst with exactly size bytes read from a caller's src, for Import:
  *   - a regular file, which must be size bytes long: reflinked unless mode is REFLINK_NEVER
  *     (REFLINK_REQUIRE is taken as REFLINK_AUTO: a caller's file may lie anywhere), else read
  *     from its start, its holes skipped;
- *   - a pipe or socket: read until its end, never blocking past a cancel, whatever its flags.
+ *   - a pipe or stream socket: read until its end, never blocking past a cancel, whatever its
+ *     flags.
  * Blocks of 4 KiB that hold only zeros become holes. -ENODATA when src holds fewer than size
  * bytes, -EMSGSIZE when it holds more (a file checked before and after), -EINVAL for any other
  * kind of fd. Returns 1 when reflinked, 0 when copied; does not fsync. */

@@ -57,8 +57,12 @@ static void import_done(int r, void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
 
-        if (r < 0) {
+        if (r == -ENODATA || r == -EMSGSIZE)
+                (void) sd_bus_reply_method_errorf(w->msg, ERR_INVALID_ARGUMENT, "The data is %s than the %" PRIu64 " bytes announced; nothing was imported.",
+                                                  r == -ENODATA ? "shorter" : "longer", w->size);
+        else if (r < 0)
                 volume_work_reply_error(w, r, "Failed to import into the volume");
+        if (r < 0) {
                 volume_work_free(w, r);
                 return;
         }
@@ -202,6 +206,16 @@ static int open_for_writing(int fd) {
         return 0;
 }
 
+static void import_discarded(int r, void *userdata) {
+        VolumeWork *w = userdata;
+
+        if (r < 0 && r != -ENOENT)
+                volume_work_reply_error(w, r, "Failed to remove the staging image");
+        else
+                (void) sd_bus_reply_method_return(w->msg, NULL);
+        volume_work_free(w, r);
+}
+
 int method_import_end(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Volume *v = userdata;
         VolumeWork *w;
@@ -217,24 +231,26 @@ int method_import_end(sd_bus_message *msg, void *userdata, sd_bus_error *error) 
         s = session_find(v->pool->manager, v, SESSION_IMPORT, sd_bus_message_get_sender(msg));
         if (!s)
                 return sd_bus_error_setf(error, ERR_WRONG_STATE, "You do not import into volume %s/%s.", v->pool->name, v->name);
-        if (!commit) {
-                log_debug("%s discards its import into %s/%s.", s->sender, v->pool->name, v->name);
-                session_free(s);
-                return sd_bus_reply_method_return(msg, NULL);
+        if (commit) {
+                r = open_for_writing(s->staging_fd);
+                if (r < 0)
+                        return bus_error_from_errno(error, r, "Cannot tell whether the staging image is still open");
+                if (r > 0)
+                        return sd_bus_error_set(error, ERR_BUSY, "The staging image is still open for writing; "
+                                                "close every descriptor and mapping of it, then call ImportEnd again.");
         }
 
-        r = open_for_writing(s->staging_fd);
-        if (r < 0)
-                return bus_error_from_errno(error, r, "Cannot tell whether the staging image is still open");
-        if (r > 0)
-                return sd_bus_error_set(error, ERR_BUSY, "The staging image is still open for writing; "
-                                        "close every descriptor and mapping of it, then call ImportEnd again.");
-
+        /* The session ends; its staging object goes to the work, which commits or removes it
+         * before the call returns. */
         r = volume_work_new(v, msg, &w);
         if (r < 0)
                 return r;
         w->size = s->size;
         w->staging = TAKE_PTR(s->staging);
         session_free(s);
-        return run_import(w, false, 0, volume_import_end_work, error);
+        if (commit)
+                return run_import(w, false, 0, volume_import_end_work, error);
+        log_debug("%s discards its import into %s/%s.", sd_bus_message_get_sender(msg), v->pool->name, v->name);
+        r = volume_work_start(w, volume_import_discard_work, import_discarded, error);
+        return r < 0 ? r : 1;
 }

@@ -366,7 +366,7 @@ int volume_import_begin_work(void *userdata) {
 }
 
 /* ImportEnd: the staging object the caller wrote becomes the committed image, if it still has
- * the size it was given. */
+ * the size it was given; else it goes. */
 int volume_import_end_work(void *userdata) {
         VolumeWork *w = userdata;
         const PoolDriver *d = w->volume->pool->driver;
@@ -384,8 +384,22 @@ int volume_import_end_work(void *userdata) {
         if (r >= 0)
                 r = commit_object(w, vdir_fd, w->staging);
         if (r < 0)
-                return r;       /* volume_work_free() discards the staging object */
+                (void) d->object_remove(vdir_fd, w->staging);
         free(w->staging);
         w->staging = NULL;
-        return 0;
+        return r;
+}
+
+/* ImportEnd without commit: the staging object goes before the call returns. */
+int volume_import_discard_work(void *userdata) {
+        VolumeWork *w = userdata;
+        _cleanup_close_ int vdir_fd = volume_open_dir(w->volume);
+        int r;
+
+        if (vdir_fd < 0)
+                return vdir_fd;
+        r = w->volume->pool->driver->object_remove(vdir_fd, w->staging);
+        free(w->staging);
+        w->staging = NULL;
+        return r;
 }

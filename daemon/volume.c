@@ -210,7 +210,8 @@ static int volume_prune_loaded(Volume *v, int vdir_fd) {
                 if (r < 0 && r != -ENOENT)
                         return r;
         }
-        memmove(v->revisions, v->revisions + excess, (v->n_revisions - excess) * sizeof *v->revisions);
+        if (excess > 0)
+                memmove(v->revisions, v->revisions + excess, (v->n_revisions - excess) * sizeof *v->revisions);
         v->n_revisions -= excess;
         return 0;
 }
@@ -287,7 +288,8 @@ static int volume_load_revisions(Volume *v, int vdir_fd, json_object *o) {
         for (size_t i = 0; i < n_pending; i++)
                 if (pending[i] != 0)
                         (void) volume_settle_pending(v, vdir_fd, pending[i]);
-        qsort(v->revisions, v->n_revisions, sizeof *v->revisions, compare_revisions);
+        if (v->n_revisions > 1)
+                qsort(v->revisions, v->n_revisions, sizeof *v->revisions, compare_revisions);
         return volume_prune_loaded(v, vdir_fd);
 }
 

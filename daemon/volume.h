@@ -119,6 +119,7 @@ int volume_clone_work(void *userdata);
 int volume_import_work(void *userdata);
 int volume_import_begin_work(void *userdata);
 int volume_import_end_work(void *userdata);
+int volume_import_discard_work(void *userdata);
 
 /* Removes the object name of v on a worker thread (inline when none can take it), forgetting
  * about it: for staging objects that are given up. */

@@ -328,6 +328,20 @@ class Cistern:
     def export_end(self, volume_obj, options=None):
         self.call(volume_obj, VOLUME, "ExportEnd", "a{sv}", variant_dict(options))
 
+    # Import over file descriptors (SPEC §4.3)
+    def import_(self, volume_obj, fd, options=None, timeout=CALL_TIMEOUT):
+        """Import from fd (an int; the caller keeps it and closes it)."""
+        self.call(volume_obj, VOLUME, "Import", "ha{sv}", dbus.types.UnixFd(fd),
+                  variant_dict(options), timeout=timeout)
+
+    def import_begin(self, volume_obj, options=None):
+        """ImportBegin; the returned fd (an int) is the caller's to close."""
+        return self.call(volume_obj, VOLUME, "ImportBegin", "a{sv}",
+                         variant_dict(options)).take()
+
+    def import_end(self, volume_obj, commit, options=None):
+        self.call(volume_obj, VOLUME, "ImportEnd", "ba{sv}", commit, variant_dict(options))
+
 
 @dataclasses.dataclass
 class Outcome:
@@ -494,6 +508,19 @@ def poll_until(predicate, timeout, what):
         if time.monotonic() > deadline:
             raise TimeoutError("timed out after %.0f s waiting for %s" % (timeout, what))
         time.sleep(0.02)
+
+
+def retry_while_busy(fn, *args, timeout=10.0):
+    """fn(*args), called again while it fails with Busy (the daemon learns some things, such as
+    a caller leaving the bus, by a signal), up to timeout seconds.  Returns fn's value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return fn(*args)
+        except dbus.exceptions.DBusException as e:
+            if e.get_dbus_name() != Error.Busy or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
 
 
 def run_checked(argv):
@@ -1181,6 +1208,13 @@ class SignalRecorder:
         self.wait_for(lambda s: False, timeout=seconds)
 
 
+def dispatch_pending():
+    """Dispatch what the main loop has queued (replies, signals) without waiting."""
+    context = GLib.MainContext.default()
+    while context.pending():
+        context.iteration(False)
+
+
 def interfaces_added(path, interface):
     return lambda s: (s.interface == OBJECT_MANAGER and s.member == "InterfacesAdded"
                       and s.args[0] == path and interface in s.args[1])
@@ -1520,6 +1554,7 @@ class HarnessTestCase(unittest.TestCase):
                           + text[max(0, at - 200):at + 3000])
 
     def recorder(self):
+        dispatch_pending()   # signals of an earlier test (or daemon) stay out of this recorder
         rec = SignalRecorder(self.env.bus)
         self.addCleanup(rec.close)
         return rec
@@ -1581,6 +1616,23 @@ class CisternTestCase(HarnessTestCase):
         self.assertEqual(before, self.snapshot_state(extra_dirs),
                          "state changed after a failed call by %s" % user.name)
         return outcome
+
+    def track_fd(self, fd):
+        """fd is closed when the test ends, unless close_fd() closed it before."""
+        if not hasattr(self, "_tracked_fds"):
+            self._tracked_fds = set()
+            self.addCleanup(self._close_tracked_fds)
+        self._tracked_fds.add(fd)
+        return fd
+
+    def _close_tracked_fds(self):
+        for fd in self._tracked_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def close_fd(self, fd):
+        self._tracked_fds.discard(fd)
+        os.close(fd)
 
     def polkit_gate(self):
         """A PolkitGate that is released, at the latest, when the test ends."""

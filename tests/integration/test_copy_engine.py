@@ -12,7 +12,6 @@ written into an image, checksums and the data/hole map compared.
 import os
 
 import dbus
-from gi.repository import GLib
 
 import harness
 from harness import (JOB, MANAGER, POOL, ROOT_PATH, VOLUME, USER_A, AsyncCall, Error, GiB,
@@ -37,21 +36,7 @@ JOB_PROPERTY_TYPES = {
 JOB_CANCEL = "org.cistern.job.cancel"
 
 
-
-
-def dispatch_pending():
-    """Dispatch what is queued, so that signals of an earlier test (an earlier daemon, whose
-    job numbers start at 1 again) never reach this test's recorders."""
-    context = GLib.MainContext.default()
-    while context.pending():
-        context.iteration(False)
-
-
 class CopyEngineTestCase(harness.CisternTestCase):
-
-    def recorder(self):
-        dispatch_pending()
-        return super().recorder()
 
     def fs_pool(self, fstype, name="p1", size=None, subdir=None, **config):
         fs = self.scratch_fs(fstype, size)

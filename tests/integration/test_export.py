@@ -45,13 +45,6 @@ BIG_DATA = 384 * MiB
 EXT4_BIG_FS = 2 * GiB
 
 
-def dispatch_pending():
-    """Dispatch what is queued, so that an earlier test's signals stay out of this one."""
-    context = GLib.MainContext.default()
-    while context.pending():
-        context.iteration(False)
-
-
 def close_quietly(fd):
     try:
         os.close(fd)
@@ -120,7 +113,7 @@ class Stream:
                     self.eof = True
                 self.sha.update(data)
                 self.length += len(data)
-        dispatch_pending()
+        harness.dispatch_pending()
         return True
 
     def hexdigest(self):
@@ -139,10 +132,6 @@ class ExportTestCase(harness.CisternTestCase):
         self.out_dir = tempfile.mkdtemp(prefix="export-out-", dir=self.env.tmp)
         os.chmod(self.out_dir, 0o1777)
         self.addCleanup(shutil.rmtree, self.out_dir, True)
-
-    def recorder(self):
-        dispatch_pending()
-        return super().recorder()
 
     # -- layout --
 
