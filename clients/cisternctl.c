@@ -109,6 +109,8 @@ static const Verb verbs[] = {
           "revert POOL/VOL REVISION" },
         { "clone",       3, 3,             OPTION_REVISION, VERB_AUTHORIZE, verb_clone,
           "clone POOL/VOL POOL/NEWVOL [--revision=REVISION]" },
+        { "import",      3, 3,             OPTION_FORMAT | OPTION_SIZE, VERB_AUTHORIZE, verb_import,
+          "import POOL/VOL FILE|- [--format=FORMAT] [--size=SIZE]" },
         { "export",      3, 3,             OPTION_FORMAT | OPTION_NO_SPARSE | OPTION_REVISION,
           VERB_AUTHORIZE, verb_export,
           "export POOL/VOL FILE|- [--format=FORMAT] [--no-sparse] [--revision=REVISION]" },
@@ -132,6 +134,7 @@ enum {
         ARG_REVISION,
         ARG_REMOVE,
         ARG_NO_SPARSE,
+        ARG_SIZE,
         ARG_VERB_OPTION_END,
 
         ARG_VERSION,
@@ -156,6 +159,7 @@ static const struct option options[] = {
         { "revision",          required_argument, NULL, ARG_REVISION          },
         { "remove",            required_argument, NULL, ARG_REMOVE            },
         { "no-sparse",         no_argument,       NULL, ARG_NO_SPARSE         },
+        { "size",              required_argument, NULL, ARG_SIZE              },
         {}
 };
 
@@ -198,6 +202,8 @@ static void help(void) {
                "  revert POOL/VOL REVISION   Make a revision the image of a stopped volume; the\n"
                "                             image it replaces becomes a revision too\n"
                "  clone POOL/VOL POOL/NEWVOL Create a new volume with the content of another\n"
+               "  import POOL/VOL FILE|-     Replace the volume's image with the content of\n"
+               "                             FILE, or of standard input with -\n"
                "  export POOL/VOL FILE|-     Write the volume's image into FILE (created or\n"
                "                             emptied first), or to standard output with -\n"
                "\n"
@@ -238,6 +244,11 @@ static void help(void) {
                "Options of clone:\n"
                "     --revision=REVISION     Copy this revision rather than the current image\n"
                "\n"
+               "Options of import:\n"
+               "     --format=FORMAT         Format of the data read (default: the volume's own)\n"
+               "     --size=SIZE             How many bytes to read; needed when the input is no\n"
+               "                             regular file, such as a pipe\n"
+               "\n"
                "Options of export:\n"
                "     --format=FORMAT         Format to write (default: the volume's own)\n"
                "     --no-sparse             Write the holes of the image as zeros too (default:\n"
@@ -253,9 +264,9 @@ static void help(void) {
                "Sizes are a number of bytes, or a number with a suffix K, M, G, T, P or E\n"
                "(also KiB, MiB...; any case), all powers of 1024: 10G is 10 GiB, 1.5T works too.\n"
                "\n"
-               "On a terminal, start, stop, snapshot, revert, clone and export show the\n"
-               "progress of the work they wait for, and Ctrl-C cancels that work. When an\n"
-               "action needs a password, a prompt appears. Exit status is 0 on success, 1\n"
+               "On a terminal, start, stop, snapshot, revert, clone, import and export show\n"
+               "the progress of the work they wait for, and Ctrl-C cancels that work. When\n"
+               "an action needs a password, a prompt appears. Exit status is 0 on success, 1\n"
                "when the action failed, 2 when the command line is wrong.\n"
                "See cisternctl(1) for the JSON output and more.\n");
 }
@@ -353,6 +364,8 @@ static int parse_verb_option(Context *c, int opt, const char *arg) {
         case ARG_NO_SPARSE:       c->no_sparse = true;       return 0;
         case ARG_OWNER:
                 return parse_owner(arg, &c->owner);
+        case ARG_SIZE:
+                return parse_size_arg(c, arg, &c->size);
         case ARG_REVISIONS_TO_KEEP:
                 r = parse_uint32(arg, &c->revisions_to_keep);
                 if (r < 0)

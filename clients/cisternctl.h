@@ -18,6 +18,7 @@ typedef enum VerbOption {
         OPTION_REVISION          = 1 << 9,
         OPTION_REMOVE            = 1 << 10,
         OPTION_NO_SPARSE         = 1 << 11,
+        OPTION_SIZE              = 1 << 12,
 } VerbOption;
 
 /* Options that make a command change something, so that it may need a password. */
@@ -62,6 +63,7 @@ struct Context {
         const char *revision;
         const char *remove;
         bool no_sparse;
+        uint64_t size;                  /* meaningful when OPTION_SIZE is in options_seen */
 };
 
 /* Connects to the system bus on first use. Commands parse all their arguments before calling
@@ -112,6 +114,7 @@ int verb_snapshot(Context *c, int argc, char *argv[]);
 int verb_revisions(Context *c, int argc, char *argv[]);
 int verb_revert(Context *c, int argc, char *argv[]);
 int verb_clone(Context *c, int argc, char *argv[]);
+int verb_import(Context *c, int argc, char *argv[]);
 int verb_export(Context *c, int argc, char *argv[]);
 int verb_jobs(Context *c, int argc, char *argv[]);
 int verb_cancel(Context *c, int argc, char *argv[]);

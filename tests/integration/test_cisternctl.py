@@ -1,12 +1,22 @@
 #!/usr/bin/python3
 """cisternctl against the real daemon (SPEC §7): commands, --json, exit codes, IEC sizes."""
 
+import contextlib
+import fcntl
 import json
 import os
+import select
 import shutil
+import signal
+import struct
 import subprocess
+import tempfile
+import termios
+import threading
 import time
 import unittest
+
+import dbus
 
 import harness
 from harness import (INVALID_NAMES, MANAGER, POOL, ROOT_PATH, VOLUME, USER_A, USER_B, MiB, GiB,
@@ -27,6 +37,30 @@ def json_scalars(doc):
         yield doc
 
 
+def queued_bytes(fd):
+    """Bytes written into a pipe and not read yet (FIONREAD works on either end)."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+
+
+def read_terminal(master, until=None, timeout=60):
+    """What cisternctl draws on the pseudo-terminal whose master is given: up to the first
+    occurrence of until, or everything until the last holder of the terminal closes it."""
+    drawn = b""
+    deadline = time.monotonic() + timeout
+    while until is None or until not in drawn:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([master], [], [], left)[0]:
+            raise AssertionError("nothing more on the terminal within %d s: %r" % (timeout, drawn))
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:     # EIO: the last holder of the terminal closed it
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    return drawn
+
+
 class CisternctlTestCase(harness.CisternTestCase):
 
     @classmethod
@@ -35,17 +69,18 @@ class CisternctlTestCase(harness.CisternTestCase):
         if not os.access(harness.CISTERNCTL, os.X_OK):
             raise unittest.SkipTest("cisternctl is not built at %s" % harness.CISTERNCTL)
 
-    def ctl(self, *args, expect=(EXIT_OK,), user=None):
+    def ctl(self, *args, expect=(EXIT_OK,), user=None, stdin=subprocess.DEVNULL):
         """Run cisternctl; its exit code must be in expect."""
         expect = (expect,) if isinstance(expect, int) else expect
         result = harness.run_as(user, [harness.CISTERNCTL, "--no-ask-password"] + list(args),
-                                stdin=subprocess.DEVNULL)
+                                stdin=stdin)
         self.assertIn(result.returncode, expect,
                          "cisternctl %s exited %d\nstdout: %s\nstderr: %s"
                          % (" ".join(args), result.returncode, result.stdout, result.stderr))
         return result
 
-    def assert_ctl_fails(self, *args, expect=(EXIT_FAILURE,), user=None, ask_password=False):
+    def assert_ctl_fails(self, *args, expect=(EXIT_FAILURE,), user=None, ask_password=False,
+                         stdin=subprocess.DEVNULL):
         """cisternctl fails with an exit code in expect and changes nothing."""
         before = self.snapshot_state()
         if ask_password:   # without --no-ask-password (stdin is no terminal: no agent)
@@ -55,7 +90,7 @@ class CisternctlTestCase(harness.CisternTestCase):
             self.assertIn(result.returncode, expect, "cisternctl %s exited %d: %s"
                           % (" ".join(args), result.returncode, result.stderr))
         else:
-            result = self.ctl(*args, expect=expect, user=user)
+            result = self.ctl(*args, expect=expect, user=user, stdin=stdin)
         self.assertEqual(before, self.snapshot_state(),
                          "state changed after cisternctl %s failed" % " ".join(args))
         return result
@@ -82,6 +117,43 @@ class CisternctlTestCase(harness.CisternTestCase):
 
     def volume_props(self, pool, volume):
         return self.c.props(self.c.get_volume(pool, volume), VOLUME)
+
+    def start_ctl(self, *args, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, user=None):
+        """cisternctl started in the background (as root, or user); killed, if need be, at
+        cleanup."""
+        proc = subprocess.Popen([harness.CISTERNCTL, "--no-ask-password"] + list(args),
+                                stdin=stdin, stdout=subprocess.PIPE,
+                                stderr=stderr, text=True,
+                                preexec_fn=(lambda: harness.become(user)) if user else None)
+
+        def reap():
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+        self.addCleanup(reap)
+        return proc
+
+    def finish(self, proc, timeout=120):
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out, err
+
+    def wait_for_job(self, proc, timeout=60):
+        """The path of the first job listed by Manager.Jobs while proc runs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            jobs = self.c.prop(ROOT_PATH, MANAGER, "Jobs")
+            if jobs:
+                return jobs[0]
+            if proc.poll() is not None:
+                self.fail("cisternctl ended (%d) before its job was seen: %s"
+                          % (proc.returncode, proc.communicate()))
+            if time.monotonic() > deadline:
+                self.fail("no job appeared within %d s" % timeout)
+            time.sleep(0.005)
+
+    def wait_no_jobs(self, timeout=30):
+        harness.poll_until(lambda: not self.c.prop(ROOT_PATH, MANAGER, "Jobs"), timeout,
+                           "the job to vanish")
 
 
 class UsageTest(CisternctlTestCase):
@@ -356,10 +428,10 @@ class LifecycleTestCase(CisternctlTestCase):
         self.p1_obj = self.c.get_pool("p1")
         self.v1 = self.c.create_volume(self.p1_obj, "v1", MiB, {"revisions_to_keep": 8})
 
-    def quiet(self, *args, user=None):
+    def quiet(self, *args, user=None, stdin=subprocess.DEVNULL):
         """Runs a command that must succeed and write nothing to stderr: stderr is a pipe
         here, no terminal, so no progress bar may be drawn on it."""
-        result = self.ctl(*args, user=user)
+        result = self.ctl(*args, user=user, stdin=stdin)
         self.assertEqual(result.stderr, "", "cisternctl %s wrote to stderr, which is no terminal"
                          % " ".join(args))
         return result
@@ -685,49 +757,12 @@ class LongCloneTest(CisternctlTestCase):
         harness.write_bulk(harness.dir_volume_file(self.fs.path, "v1", "image"), BIG_DATA, seed=1)
         self.c.refresh_pool(self.pool)   # the data came behind the daemon's back
 
-    def start_ctl(self, *args, stderr=subprocess.PIPE, user=None):
-        """cisternctl started in the background (as root, or user); killed, if need be, at
-        cleanup."""
-        proc = subprocess.Popen([harness.CISTERNCTL, "--no-ask-password"] + list(args),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=stderr, text=True,
-                                preexec_fn=(lambda: harness.become(user)) if user else None)
-
-        def reap():
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate()
-        self.addCleanup(reap)
-        return proc
-
-    def finish(self, proc, timeout=120):
-        out, err = proc.communicate(timeout=timeout)
-        return proc.returncode, out, err
-
-    def wait_for_job(self, proc, timeout=60):
-        """The path of the first job listed by Manager.Jobs while proc runs."""
-        deadline = time.monotonic() + timeout
-        while True:
-            jobs = self.c.prop(ROOT_PATH, MANAGER, "Jobs")
-            if jobs:
-                return jobs[0]
-            if proc.poll() is not None:
-                self.fail("cisternctl ended (%d) before its job was seen: %s"
-                          % (proc.returncode, proc.communicate()))
-            if time.monotonic() > deadline:
-                self.fail("no job appeared within %d s" % timeout)
-            time.sleep(0.005)
-
     def freeze(self):
         harness.run_checked(["fsfreeze", "--freeze", self.fs.path])
         self.addCleanup(self.thaw)
 
     def thaw(self):
         subprocess.run(["fsfreeze", "--unfreeze", self.fs.path], capture_output=True)
-
-    def wait_no_jobs(self, timeout=30):
-        harness.poll_until(lambda: not self.c.prop(ROOT_PATH, MANAGER, "Jobs"), timeout,
-                           "the job to vanish")
 
     def test_jobs_lists_the_clone_and_cancel_from_another_process_undoes_it(self):
         before = self.snapshot_state(extra_dirs=[self.fs.path])
@@ -836,15 +871,7 @@ class LongCloneTest(CisternctlTestCase):
         finally:
             os.close(slave)
         self.wait_for_job(clone)
-        drawn = b""
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:     # EIO: the last holder of the terminal closed it
-                break
-            if not chunk:
-                break
-            drawn += chunk
+        drawn = read_terminal(master, timeout=120)
         code, out, _ = self.finish(clone)
         self.assertEqual(code, EXIT_OK, "clone: stdout %r, terminal %r" % (out, drawn))
         return out, drawn
@@ -859,6 +886,272 @@ class LongCloneTest(CisternctlTestCase):
         out, drawn = self.clone_on_a_terminal("--json", "clone", "p1/v1", "p1/c1")
         self.assertEqual(drawn, b"")
         self.assertEqual(json.loads(out), {"object": self.c.get_volume("p1", "c1")})
+
+
+# ---------------------------------------------------------------------------
+# import (SPEC §4.3 Import, §7; cisternctl(1))
+# ---------------------------------------------------------------------------
+
+IMPORT_SIZE = 2 * MiB
+
+
+class ImportTestCase(LifecycleTestCase):
+    """p1/v1 as in LifecycleTestCase, and self.src: a 2 MiB file, data between holes, whose
+    bytes are self.data."""
+
+    def setUp(self):
+        super().setUp()
+        self.dir = tempfile.mkdtemp(prefix="import-", dir=self.env.tmp)
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.src = self.source("in.img", IMPORT_SIZE, seed=7)
+        with open(self.src, "rb") as f:
+            self.data = f.read()
+
+    def source(self, name, size, seed):
+        path = os.path.join(self.dir, name)
+        with open(path, "wb") as f:
+            f.truncate(size)
+        harness.write_pattern(path, seed)
+        return path
+
+    def fed(self, data, run, *args, **kwargs):
+        """run(*args, stdin=R) where R is the read end of a pipe that a thread fills with data,
+        then closes."""
+        r, w = os.pipe()
+        writer = os.fdopen(w, "wb")
+
+        def feed():
+            with contextlib.suppress(OSError):     # EPIPE: cisternctl read nothing
+                with writer:
+                    writer.write(data)
+        thread = threading.Thread(target=feed, daemon=True)
+        thread.start()
+        try:
+            return run(*args, stdin=r, **kwargs)
+        finally:
+            os.close(r)
+            thread.join(30)
+
+    def assert_image(self, data):
+        """The committed image of p1/v1 holds data, and the volume's Size follows."""
+        with open(self.file("v1"), "rb") as f:
+            self.assertTrue(f.read() == data, "the image is not what was imported")
+        self.assertEqual(self.c.prop(self.v1, VOLUME, "Size"), len(data))
+
+
+class ImportCommandTest(ImportTestCase):
+
+    def test_import_of_a_file_replaces_the_image_and_keeps_the_old_one(self):
+        old = harness.file_sha256(self.file("v1"))
+        self.assertEqual(self.quiet("import", "p1/v1", self.src).stdout, "")
+        self.assert_image(self.data)
+        [rev] = self.revision_ids()
+        self.assertEqual(harness.file_sha256(self.file("v1", "revisions", rev)), old)
+        self.assert_consistent()
+
+    def test_import_prints_nothing_with_json(self):
+        self.assertEqual(self.quiet("--json", "import", "p1/v1", self.src).stdout, "")
+        self.assert_image(self.data)
+
+    def test_import_of_a_regular_file_on_standard_input_needs_no_size(self):
+        with open(self.src, "rb") as f:
+            self.quiet("import", "p1/v1", "-", stdin=f)
+            # What reads standard input next finds it consumed, as after cat.
+            self.assertEqual(os.lseek(f.fileno(), 0, os.SEEK_CUR), IMPORT_SIZE)
+        self.assert_image(self.data)
+
+    def test_standard_input_already_read_from_is_refused(self):
+        with open(self.src, "rb") as f:
+            os.lseek(f.fileno(), 512, os.SEEK_SET)
+            result = self.assert_ctl_fails("import", "p1/v1", "-", stdin=f)
+        self.assert_names_problem(result, "already read")
+
+    def test_import_from_a_pipe_with_size(self):
+        self.fed(self.data, self.quiet, "import", "p1/v1", "-", "--size=2M")
+        self.assert_image(self.data)
+        self.assert_consistent()
+
+    def test_a_stream_without_size_is_a_usage_error(self):
+        for stdin in ("pipe", subprocess.DEVNULL):
+            with self.subTest(stdin=stdin):
+                if stdin == "pipe":
+                    result = self.fed(self.data, self.assert_ctl_fails, "import", "p1/v1", "-",
+                                      expect=EXIT_USAGE)
+                else:
+                    result = self.assert_ctl_fails("import", "p1/v1", "-", expect=EXIT_USAGE,
+                                                   stdin=stdin)
+                self.assert_names_problem(result, "--size")
+
+    def test_a_short_stream_fails_with_the_services_message(self):
+        def over_the_bus(stdin):
+            return self.assert_fails(harness.Error.InvalidArgument, self.c.call, self.v1, VOLUME,
+                                     "Import", "ha{sv}", dbus.types.UnixFd(stdin),
+                                     harness.variant_dict({"size": IMPORT_SIZE}))
+        message = self.fed(self.data[:MiB], over_the_bus).get_dbus_message()
+        result = self.fed(self.data[:MiB], self.assert_ctl_fails, "import", "p1/v1", "-",
+                          "--size=2M")
+        self.assertEqual(result.stderr, "cisternctl: Failed to import standard input into volume "
+                         "p1/v1: %s\n" % message)
+        self.assertEqual(harness.staging_entries(self.p1), [])
+
+    def test_a_long_stream_fails_and_changes_nothing(self):
+        result = self.fed(self.data, self.assert_ctl_fails, "import", "p1/v1", "-", "--size=1M")
+        self.assertIn("p1/v1", result.stderr)
+        self.assertEqual(harness.staging_entries(self.p1), [])
+
+    def test_qcow2_into_a_raw_volume_fails_and_raw_is_accepted(self):
+        result = self.assert_ctl_fails("import", "p1/v1", self.src, "--format=qcow2")
+        self.assert_names_problem(result, "qcow2", "support")
+        self.quiet("import", "p1/v1", self.src, "--format=raw")
+        self.assert_image(self.data)
+
+    def test_size_given_with_a_regular_file_must_be_its_size(self):
+        self.assert_ctl_fails("import", "p1/v1", self.src, "--size=1M")
+        self.quiet("import", "p1/v1", self.src, "--size=2M")
+        self.assert_image(self.data)
+
+    def test_round_trip_through_import_and_export_keeps_every_byte(self):
+        out = os.path.join(self.dir, "out.img")
+        for how in ("file", "pipe"):
+            with self.subTest(how=how):
+                data = self.data[::-1] if how == "pipe" else self.data
+                if how == "pipe":
+                    self.fed(data, self.quiet, "import", "p1/v1", "-", "--size=%d" % len(data))
+                else:
+                    self.quiet("import", "p1/v1", self.src)
+                self.quiet("export", "p1/v1", out)
+                with open(out, "rb") as f:
+                    self.assertTrue(f.read() == data, "export gave other bytes than imported")
+
+
+class ExportCommandTest(ImportTestCase):
+    """export, to the files and streams import reads: what import leaves, export gives back."""
+
+    def setUp(self):
+        super().setUp()
+        self.quiet("import", "p1/v1", self.src)
+
+    def export_to(self, stdout, *args):
+        return subprocess.run([harness.CISTERNCTL, "--no-ask-password", "export", "p1/v1", "-"]
+                              + list(args), stdin=subprocess.DEVNULL, stdout=stdout,
+                              stderr=subprocess.PIPE, timeout=harness.CALL_TIMEOUT)
+
+    def test_export_to_standard_output(self):
+        result = self.export_to(subprocess.PIPE)
+        self.assertEqual((result.returncode, result.stderr), (EXIT_OK, b""))
+        self.assertTrue(result.stdout == self.data, "a pipe got other bytes than imported")
+        out = os.path.join(self.dir, "out.img")
+        with open(out, "wb") as f:
+            self.assertEqual(self.export_to(f).returncode, EXIT_OK)
+            # What writes to standard output next goes after the image.
+            self.assertEqual(os.lseek(f.fileno(), 0, os.SEEK_CUR), IMPORT_SIZE)
+        self.assertEqual(harness.file_sha256(out), harness.file_sha256(self.src))
+
+    def test_standard_output_opened_for_appending_is_refused(self):
+        out = os.path.join(self.dir, "out.img")
+        with open(out, "ab") as f:
+            result = self.export_to(f)
+        self.assertEqual(result.returncode, EXIT_FAILURE, result.stderr)
+        self.assertIn(b"appending", result.stderr)
+        self.assertEqual(os.path.getsize(out), 0)
+
+    def test_a_failed_export_removes_the_file_it_created_only(self):
+        created, existing = (os.path.join(self.dir, name) for name in ("new.img", "old.img"))
+        with open(existing, "wb") as f:
+            f.write(b"old")
+        for path in (created, existing):
+            with self.subTest(path=path):
+                self.assert_ctl_fails("export", "p1/v1", path, "--revision=nope")
+        self.assertFalse(os.path.lexists(created))
+        self.assertTrue(os.path.exists(existing))
+
+
+class ImportBadInputTest(ImportTestCase):
+
+    def test_usage_errors(self):
+        for args in (["import"], ["import", "p1/v1"], ["import", "p1/v1", self.src, "x"],
+                     ["import", "v1", self.src], ["import", "p1/v1", ""],
+                     ["import", "p1/v1", self.src, "--size=1Q"],
+                     ["import", "p1/v1", self.src, "--size="],
+                     ["import", "p1/v1", self.src, "--revision=1"],
+                     ["import", "p1/v1", self.src, "--no-sparse"],
+                     ["export", "p1/v1", os.path.join(self.dir, "out.img"), "--size=1M"]):
+            with self.subTest(args=args):
+                self.assert_ctl_fails(*args, expect=EXIT_USAGE)
+        self.assertFalse(os.path.lexists(os.path.join(self.dir, "out.img")))
+
+    def test_files_that_cannot_be_read_fail_and_name_the_file(self):
+        missing = os.path.join(self.dir, "missing.img")
+        for path in (missing, self.dir):
+            with self.subTest(path=path):
+                result = self.assert_ctl_fails("import", "p1/v1", path)
+                self.assertIn(path, result.stderr)
+
+    def test_the_file_is_opened_with_the_callers_rights(self):
+        os.chmod(self.src, 0o600)
+        os.chmod(self.dir, 0o755)
+        result = self.assert_ctl_fails("import", "p1/v1", self.src, user=USER_A)
+        self.assert_names_problem(result, "permission denied")
+
+    def test_unknown_and_started_volumes_fail_and_change_nothing(self):
+        self.assert_names_problem(self.assert_ctl_fails("import", "p1/nope", self.src), "nope")
+        self.c.start_volume(self.v1)
+        self.assert_names_problem(self.assert_ctl_fails("import", "p1/v1", self.src), "p1/v1")
+
+
+class ImportTerminalTest(ImportTestCase):
+    """cisternctl import from a pipe that the test writes, with standard error on a terminal."""
+
+    def start_import(self):
+        """Returns (terminal master, process, writer of its standard input)."""
+        master, slave = os.openpty()
+        self.addCleanup(os.close, master)
+        r, w = os.pipe()
+        writer = os.fdopen(w, "wb", buffering=0)
+        self.addCleanup(writer.close)
+        try:
+            proc = self.start_ctl("import", "p1/v1", "-", "--size=%d" % len(self.data),
+                                  stdin=r, stderr=slave)
+        finally:
+            os.close(slave)
+            os.close(r)
+        # Less than a pipe holds, so that it never blocks; the rest makes the job wait.
+        writer.write(self.data[:64 * KiB])
+        self.wait_for_job(proc)
+        # The bar appears once cisternctl follows the job.
+        return master, proc, writer, read_terminal(master, until=b"\r")
+
+    def test_import_draws_progress_on_a_terminal_and_clears_it(self):
+        master, proc, writer, drawn = self.start_import()
+
+        def feed():
+            with contextlib.suppress(OSError), writer:
+                writer.write(self.data[64 * KiB:])
+        thread = threading.Thread(target=feed, daemon=True)
+        thread.start()
+        drawn += read_terminal(master)
+        thread.join(30)
+        self.assertEqual(proc.wait(timeout=60), EXIT_OK, "terminal: %r" % drawn)
+        self.assertIn(b"[", drawn)
+        self.assertTrue(drawn.endswith(b"\r\x1b[K"), "the bar stayed: %r" % drawn[-200:])
+        self.assert_image(self.data)
+
+    def test_ctrl_c_cancels_the_import_and_changes_nothing(self):
+        before = self.snapshot_state()
+        master, proc, writer, drawn = self.start_import()
+        # The service has taken what there was and waits for a writer that has stalled.
+        harness.poll_until(lambda: queued_bytes(writer.fileno()) == 0, 30,
+                           "the service to read the pipe")
+        proc.send_signal(signal.SIGINT)
+        drawn += read_terminal(master, timeout=30)
+        self.assertEqual(proc.wait(timeout=60), EXIT_FAILURE, "terminal: %r" % drawn)
+        self.assertIn(b"Cancelling", drawn)
+        self.assertIn(b"cancel", drawn.split(b"Cancelling", 1)[1].lower())
+        writer.close()
+        self.wait_no_jobs()
+        self.assertEqual(self.snapshot_state(), before)
+        self.assertEqual(harness.staging_entries(self.p1), [])
+
 
 if __name__ == "__main__":
     harness.main()
