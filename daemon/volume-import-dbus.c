@@ -57,12 +57,13 @@ static void import_done(int r, void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
 
-        if (r == -ENODATA || r == -EMSGSIZE)
-                (void) sd_bus_reply_method_errorf(w->msg, ERR_INVALID_ARGUMENT, "The data is %s than the %" PRIu64 " bytes announced; nothing was imported.",
-                                                  r == -ENODATA ? "shorter" : "longer", w->size);
-        else if (r < 0)
-                volume_work_reply_error(w, r, "Failed to import into the volume");
         if (r < 0) {
+                if (r == -ENODATA || r == -EMSGSIZE)
+                        (void) sd_bus_reply_method_errorf(w->msg, ERR_INVALID_ARGUMENT,
+                                                          "The data is %s than the %" PRIu64 " bytes announced; nothing was imported.",
+                                                          r == -ENODATA ? "shorter" : "longer", w->size);
+                else
+                        volume_work_reply_error(w, r, "Failed to import into the volume");
                 volume_work_free(w, r);
                 return;
         }
