@@ -14,8 +14,10 @@ import subprocess
 import unittest
 import xml.etree.ElementTree as ET
 
+import dbus
+
 import harness
-from harness import (MANAGER, POOL, ROOT_PATH, VOLUME, USER_A, USER_B, Error, MiB,
+from harness import (BUS_NAME, MANAGER, POOL, ROOT_PATH, VOLUME, USER_A, USER_B, Error, MiB,
                      rule_allowing)
 
 POOL_MANAGE = "org.cistern.pool.manage"
@@ -25,9 +27,22 @@ VOLUME_MODIFY_OWN = "org.cistern.volume.modify-own"
 VOLUME_READ = "org.cistern.volume.read"
 VOLUME_READ_OWN = "org.cistern.volume.read-own"
 
+OK = None   # an expected outcome in method_table: the call succeeds
+
+
+def with_memfd(size, fn):
+    """fn(fd) on a regular file of `size` zero bytes that lives only in memory."""
+    fd = os.memfd_create("cistern-test", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, size)
+        return fn(fd)
+    finally:
+        os.close(fd)
+
 
 class AuthorizationTestCase(harness.CisternTestCase):
-    """Pool p1 with volumes owned by root (rootvol), USER_A (v1, v2) and USER_B (bvol)."""
+    """Pool p1 with volumes owned by root (rootvol), USER_A (v1, v2) and USER_B (bvol), each
+    with one revision."""
 
     def setUp(self):
         super().setUp()
@@ -37,6 +52,8 @@ class AuthorizationTestCase(harness.CisternTestCase):
         self.v1 = self.make_volume(self.pool, "v1", MiB, owner=USER_A.uid)
         self.v2 = self.make_volume(self.pool, "v2", MiB, owner=USER_A.uid)
         self.bvol = self.make_volume(self.pool, "bvol", MiB, owner=USER_B.uid)
+        for volume in (self.rootvol, self.v1, self.v2, self.bvol):
+            self.c.create_snapshot(volume)   # for RemoveRevision and Revert
 
     def grant(self, action, user=USER_A, condition="true"):
         self.env.set_polkit_rules(rule_allowing(action, user, condition))
@@ -47,19 +64,66 @@ class AuthorizationTestCase(harness.CisternTestCase):
         self.grant(action, user)
         return self.assert_user_succeeds(user, fn)
 
+    def assert_user_outcome(self, expected, user, fn):
+        """fn(Cistern) run by user ends as expected (OK or an error) and changes nothing."""
+        if expected is not OK:
+            return self.assert_user_fails(expected, user, fn)
+        before = self.snapshot_state()
+        value = self.assert_user_succeeds(user, fn)
+        self.assertEqual(before, self.snapshot_state(), "state changed after a call by %s"
+                         % user.name)
+        return value
+
+    def method_table(self, volume, job=None):
+        """Every method of the org.cistern.Cistern1 interfaces, "Interface.Method" →
+        (outcome for a caller that no polkit rule authorizes, fn(Cistern)), aimed at pool p1,
+        at `volume` and its oldest revision, and at `job` (Job.Cancel only with a job).
+
+        SPEC §5: every method that changes anything or reveals volume content is
+        NotAuthorized; the lookups and Pool.Refresh are open; ImportEnd and ExportEnd only
+        end the caller's own session, which such a caller cannot have opened: WrongState.
+        A method added to an interface needs a case here (EveryMethodTest fails without one).
+        """
+        pool, spare = self.pool.obj, self.spare_dir
+        name = self.c.prop(volume, VOLUME, "Name")
+        revision = self.c.prop(volume, VOLUME, "Revisions")[0][0]
+        denied = Error.NotAuthorized
+        table = {
+            "Manager.CreatePool": (denied, lambda c: c.create_pool("p2", "dir", {"path": spare})),
+            "Manager.RemovePool": (denied, lambda c: c.remove_pool("p1")),
+            "Manager.GetPool": (OK, lambda c: c.get_pool("p1")),
+            "Manager.GetVolume": (OK, lambda c: c.get_volume("p1", name)),
+            "Pool.CreateVolume": (denied, lambda c: c.create_volume(pool, "new", MiB, {})),
+            "Pool.Configure": (denied,
+                               lambda c: c.configure_pool(pool, {"revisions_to_keep": 3})),
+            "Pool.Refresh": (OK, lambda c: c.refresh_pool(pool)),
+            "Volume.Remove": (denied, lambda c: c.remove_volume(volume)),
+            "Volume.Resize": (denied, lambda c: c.resize(volume, 2 * MiB)),
+            "Volume.Configure": (denied,
+                                 lambda c: c.configure_volume(volume, {"read_only": True})),
+            "Volume.Info": (denied, lambda c: c.info(volume)),
+            "Volume.Start": (denied, lambda c: c.start_volume(volume)),
+            "Volume.Stop": (denied, lambda c: c.stop_volume(volume)),
+            "Volume.CreateSnapshot": (denied, lambda c: c.create_snapshot(volume)),
+            "Volume.RemoveRevision": (denied, lambda c: c.remove_revision(volume, revision)),
+            "Volume.Revert": (denied, lambda c: c.revert(volume, revision)),
+            "Volume.Clone": (denied, lambda c: c.clone(volume, pool, "clone")),
+            "Volume.Import": (denied,
+                              lambda c: with_memfd(MiB, lambda fd: c.import_(volume, fd))),
+            "Volume.ImportBegin": (denied, lambda c: c.import_begin(volume, {"size": MiB})),
+            "Volume.ImportEnd": (Error.WrongState, lambda c: c.import_end(volume, True)),
+            "Volume.Export": (denied, lambda c: with_memfd(0, lambda fd: c.export(volume, fd))),
+            "Volume.ExportBegin": (denied, lambda c: c.export_begin(volume)),
+            "Volume.ExportEnd": (Error.WrongState, lambda c: c.export_end(volume)),
+        }
+        if job is not None:
+            table["Job.Cancel"] = (denied, lambda c: c.cancel_job(job))
+        return table
+
     def mutating_calls(self, volume):
         """Every method that asks polkit, as fn(Cistern), aimed at `volume` where it can be."""
-        pool, spare = self.pool.obj, self.spare_dir
-        return {
-            "CreatePool": lambda c: c.create_pool("p2", "dir", {"path": spare}),
-            "RemovePool": lambda c: c.remove_pool("p1"),
-            "Pool.Configure": lambda c: c.configure_pool(pool, {"revisions_to_keep": 3}),
-            "CreateVolume": lambda c: c.create_volume(pool, "new", MiB, {}),
-            "Remove": lambda c: c.remove_volume(volume),
-            "Resize": lambda c: c.resize(volume, 2 * MiB),
-            "Volume.Configure": lambda c: c.configure_volume(volume, {"read_only": True}),
-            "Info": lambda c: c.info(volume),
-        }
+        return {method: fn for method, (outcome, fn) in self.method_table(volume).items()
+                if outcome == Error.NotAuthorized}
 
 
 class DefaultPolicyTest(AuthorizationTestCase):
@@ -107,12 +171,17 @@ class DefaultPolicyTest(AuthorizationTestCase):
         info = self.check_needs(VOLUME_READ, lambda c: c.info(volume))
         self.assertEqual(info["virtual_size"], MiB)
 
+    def test_stop_of_someone_elses_started_volume_is_denied(self):
+        volume = self.rootvol
+        self.c.start_volume(volume)
+        self.assert_user_fails(Error.NotAuthorized, USER_A, lambda c: c.stop_volume(volume))
+        self.assertEqual(self.c.prop(volume, VOLUME, "State"), "started")
+
     def test_every_mutating_method_is_denied_to_both_users_on_own_and_foreign_volumes(self):
-        pool_methods = ("CreatePool", "RemovePool", "Pool.Configure", "CreateVolume")
         for user in (USER_A, USER_B):
             for target in ("v1", "bvol"):   # USER_A's and USER_B's
                 for method, fn in self.mutating_calls(getattr(self, target)).items():
-                    if target == "bvol" and method in pool_methods:
+                    if target == "bvol" and not method.startswith("Volume."):
                         continue   # the same call as for v1
                     with self.subTest(user=user.name, volume=target, method=method):
                         self.assert_user_fails(Error.NotAuthorized, user, fn)
@@ -120,11 +189,62 @@ class DefaultPolicyTest(AuthorizationTestCase):
     def test_a_rule_for_every_action_allows_every_method(self):
         self.grant([POOL_MANAGE, VOLUME_CREATE, VOLUME_MODIFY, VOLUME_READ], USER_B)
         calls = self.mutating_calls(self.v1)
-        for method in ("Info", "Resize", "Volume.Configure", "Remove", "CreateVolume",
-                       "Pool.Configure", "CreatePool", "RemovePool"):
+        for method in ("Volume.Info", "Volume.Resize", "Volume.Configure", "Volume.Remove",
+                       "Pool.CreateVolume", "Pool.Configure", "Manager.CreatePool",
+                       "Manager.RemovePool"):
             with self.subTest(method):
                 self.assert_user_succeeds(USER_B, calls[method])
         self.assertEqual(self.c.prop(ROOT_PATH, MANAGER, "Pools"), [harness.pool_path("p2")])
+
+
+class EveryMethodTest(AuthorizationTestCase):
+    """Each method introspection shows is denied, or ends as documented, for a caller that no
+    polkit rule authorizes, and changes nothing; a method without a case fails the test."""
+
+    def cistern_methods(self, paths):
+        """"Interface.Method" of every method of an org.cistern.Cistern1 interface at paths."""
+        methods = set()
+        for path in paths:
+            for interface in ET.fromstring(self.c.introspect(path)).iter("interface"):
+                name = interface.get("name")
+                if name.startswith(BUS_NAME + "."):
+                    methods.update("%s.%s" % (name[len(BUS_NAME) + 1:], method.get("name"))
+                                   for method in interface.iter("method"))
+        return methods
+
+    def root_job(self):
+        """A Job of root's that runs until the test ends: an Import into volume "busy" of pool
+        pj, from a pipe whose write end the test holds open and never writes to."""
+        volume = self.make_volume(self.make_pool("pj"), "busy", MiB)
+        rec = self.recorder()
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        call = harness.AsyncCall(self.env.bus, volume, VOLUME, "Import", "ha{sv}",
+                                 dbus.types.UnixFd(read_fd), harness.variant_dict({"size": MiB}))
+        os.close(read_fd)
+
+        def finish():   # EOF: the import fails (shorter than announced) and changes nothing
+            os.close(write_fd)
+            call.wait()
+        self.addCleanup(finish)
+        added = rec.wait_for(harness.job_added("Import"), timeout=10)
+        self.assertIsNotNone(added, "no Import Job appeared (call: %s)" % call)
+        return added.args[0], call
+
+    def test_every_method_is_denied_or_has_its_documented_outcome(self):
+        job, call = self.root_job()
+        methods = self.cistern_methods((ROOT_PATH, self.pool.obj, self.rootvol, job))
+        self.assertLessEqual({"Manager", "Pool", "Volume", "Job"},
+                             {method.split(".")[0] for method in methods})
+        with self.subTest("every method has a case"):
+            self.assertEqual(sorted(methods - self.method_table(self.rootvol, job).keys()), [],
+                             "methods with no case in method_table")
+        for user, target in ((USER_A, "bvol"), (USER_B, "rootvol")):   # another user's, root's
+            for method, (outcome, fn) in self.method_table(getattr(self, target), job).items():
+                with self.subTest(user=user.name, volume=target, method=method):
+                    self.assert_user_outcome(outcome, user, fn)
+        harness.dispatch_pending()
+        self.assertFalse(call.finished, "root's Import ended: %s" % call)
+        self.assertIn(job, self.c.prop(ROOT_PATH, MANAGER, "Jobs"))
 
 
 class OwnVolumeTest(AuthorizationTestCase):
@@ -199,7 +319,8 @@ class OwnVolumeTest(AuthorizationTestCase):
     def test_modify_own_grants_no_pool_or_create_action(self):
         self.grant(VOLUME_MODIFY_OWN)
         calls = self.mutating_calls(self.v1)
-        for method in ("CreatePool", "RemovePool", "Pool.Configure", "CreateVolume"):
+        for method in ("Manager.CreatePool", "Manager.RemovePool", "Pool.Configure",
+                       "Pool.CreateVolume"):
             with self.subTest(method):
                 self.assert_user_fails(Error.NotAuthorized, USER_A, calls[method])
 
@@ -345,8 +466,9 @@ class WithoutPolkitdTest(AuthorizationTestCase):
 
     def test_root_may_call_every_method(self):
         calls = self.mutating_calls(self.v1)
-        for method in ("Info", "Resize", "Volume.Configure", "Remove", "CreateVolume",
-                       "Pool.Configure", "CreatePool", "RemovePool"):
+        for method in ("Volume.Info", "Volume.Resize", "Volume.Configure", "Volume.Remove",
+                       "Pool.CreateVolume", "Pool.Configure", "Manager.CreatePool",
+                       "Manager.RemovePool"):
             with self.subTest(method):
                 calls[method](self.c)
         self.c.refresh_pool(self.c.get_pool("p2"))
