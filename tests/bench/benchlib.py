@@ -71,14 +71,18 @@ def stop_all(procs):
 
 
 @contextlib.contextmanager
-def scratch_fs(workdir, fstype, size):
-    """Makes a filesystem of fstype in an image file of size bytes and mounts it."""
-    image = os.path.join(workdir, fstype + '.img')
-    mountpoint = os.path.join(workdir, fstype)
+def scratch_fs(workdir, fstype, size, name=None):
+    """Makes a filesystem of fstype in an image file of size bytes and mounts it on
+    workdir/name (default: fstype)."""
+    image = os.path.join(workdir, (name or fstype) + '.img')
+    mountpoint = os.path.join(workdir, name or fstype)
     os.mkdir(mountpoint)
     with open(image, 'wb') as f:
         f.truncate(size)
-    mkfs = {'xfs': ['mkfs.xfs', '-q', '-m', 'reflink=1'], 'ext4': ['mkfs.ext4', '-q', '-F'],
+    # ext4 initializes its inode tables and journal now rather than in a kernel thread that
+    # would write in the background of the measurements.
+    mkfs = {'xfs': ['mkfs.xfs', '-q', '-m', 'reflink=1'],
+            'ext4': ['mkfs.ext4', '-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0'],
             'btrfs': ['mkfs.btrfs', '-q']}[fstype]
     subprocess.run(mkfs + [image], check=True, stdout=subprocess.DEVNULL)
     subprocess.run(['mount', '-o', 'loop', image, mountpoint], check=True)
@@ -87,6 +91,14 @@ def scratch_fs(workdir, fstype, size):
     finally:
         subprocess.run(['umount', mountpoint], check=False)
         os.unlink(image)
+
+
+def drop_caches():
+    """Writes back every dirty page, then empties the page cache (and dentries and inodes), so
+    that the next run reads from the disk."""
+    subprocess.run(['sync'], check=True)
+    with open('/proc/sys/vm/drop_caches', 'w') as f:
+        f.write('3\n')
 
 
 def timed(fn, *args, **kwargs):

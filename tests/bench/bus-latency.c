@@ -2,16 +2,20 @@
 /* Times D-Bus calls on the system bus as a C client sees them, without the cost of turning the
  * reply into another language's objects.
  *
- *   bus-latency COUNT call DEST PATH INTERFACE METHOD      (a method without arguments)
- *   bus-latency COUNT get  DEST PATH INTERFACE PROPERTY    (Properties.Get)
+ *   bus-latency [-i MS] COUNT call DEST PATH INTERFACE METHOD      (a method without arguments)
+ *   bus-latency [-i MS] COUNT get  DEST PATH INTERFACE PROPERTY    (Properties.Get)
  *
- * Prints "min median p99 max" in milliseconds. */
+ * COUNT 0 calls until standard input ends (the caller closes its end of a pipe), for sampling
+ * while something else runs. -i waits MS milliseconds between calls (default 0: back to back).
+ * Prints "min median p99 max" in milliseconds, then the number of calls. */
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-bus.h>
 #include <time.h>
+#include <unistd.h>
 
 static double now_ms(void) {
         struct timespec ts;
@@ -43,31 +47,67 @@ static int call_once(sd_bus *bus, char **argv) {
         return r;
 }
 
+/* Waits ms milliseconds, or until standard input ends when until_eof; returns whether it ended. */
+static int wait_or_eof(int ms, int until_eof) {
+        struct pollfd p = { .fd = STDIN_FILENO, .events = POLLIN };
+        char buf[256];
+
+        if (!until_eof) {
+                if (ms > 0)
+                        poll(NULL, 0, ms);
+                return 0;
+        }
+        if (poll(&p, 1, ms) <= 0)
+                return 0;
+        /* Readable: data to discard, or the end (0) or an error. */
+        return read(STDIN_FILENO, buf, sizeof buf) <= 0;
+}
+
 int main(int argc, char *argv[]) {
         sd_bus *bus = NULL;
-        double *t;
-        int n;
+        double *t = NULL;
+        int n, interval = 0, count = 0, size = 0, opt;
 
-        if (argc != 7 || (strcmp(argv[2], "call") != 0 && strcmp(argv[2], "get") != 0)) {
-                fprintf(stderr, "usage: bus-latency COUNT call|get DEST PATH INTERFACE METHOD|PROPERTY\n");
-                return 2;
+        while ((opt = getopt(argc, argv, "+i:")) != -1) {
+                if (opt != 'i')
+                        goto usage;
+                interval = atoi(optarg);
         }
+        argc -= optind - 1;
+        argv += optind - 1;
+        if (argc != 7 || (strcmp(argv[2], "call") != 0 && strcmp(argv[2], "get") != 0))
+                goto usage;
         n = atoi(argv[1]);
-        if (n <= 0 || sd_bus_open_system(&bus) < 0)
+        if (n < 0 || interval < 0 || sd_bus_open_system(&bus) < 0)
                 return 1;
-        t = calloc(n, sizeof *t);
-        if (!t)
-                return 1;
-        for (int i = 0; i < n; i++) {
-                double start = now_ms();
+        for (;;) {
+                double start;
 
+                if (n > 0 ? count == n : wait_or_eof(count > 0 ? interval : 0, 1))
+                        break;
+                if (count == size) {
+                        size = size ? 2 * size : (n ?: 4096);
+                        t = realloc(t, size * sizeof *t);
+                        if (!t)
+                                return 1;
+                }
+                start = now_ms();
                 if (call_once(bus, argv + 2) < 0)
                         return 1;
-                t[i] = now_ms() - start;
+                t[count++] = now_ms() - start;
+                if (n > 0 && count < n)
+                        wait_or_eof(interval, 0);
         }
-        qsort(t, n, sizeof *t, compare_double);
-        printf("%.3f %.3f %.3f %.3f\n", t[0], t[n / 2], t[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1], t[n - 1]);
+        if (count == 0)
+                return 1;
+        qsort(t, count, sizeof *t, compare_double);
+        printf("%.3f %.3f %.3f %.3f %d\n", t[0], t[count / 2], t[(count * 99) / 100 < count ? (count * 99) / 100 : count - 1],
+               t[count - 1], count);
         sd_bus_flush_close_unref(bus);
         free(t);
         return 0;
+
+usage:
+        fprintf(stderr, "usage: bus-latency [-i MS] COUNT call|get DEST PATH INTERFACE METHOD|PROPERTY\n");
+        return 2;
 }
