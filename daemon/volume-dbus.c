@@ -154,11 +154,16 @@ void volume_restat_and_emit(Volume *v) {
         pool_emit_changed(v->pool, "Usage", "Available", NULL);
 }
 
+void volume_work_reply_changed(VolumeWork *w) {
+        volume_restat_and_emit(w->volume);
+        (void) sd_bus_reply_method_return(w->msg, NULL);
+        volume_work_free(w, 0);
+}
+
 void volume_committed(Volume *v) {
         Volume *other;
 
         v->generation++;
-        (void) volume_save(v);
         NAMEMAP_FOREACH(other, &v->pool->volumes)
                 if (other->state == VOLUME_STARTED && streq_ptr(other->settings.source, v->name))
                         volume_emit_changed(other, "Outdated", NULL);
@@ -219,15 +224,13 @@ static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         return r < 0 ? r : 1;
 }
 
-static void resize_done(int r, void *userdata) {
+static void resized(int r, void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
 
         if (r < 0)
                 volume_work_reply_error(w, r, "Failed to resize the volume");
         else {
-                if (v->state == VOLUME_STOPPED)
-                        volume_committed(v);
                 log_info("Resized volume %s/%s to %" PRIu64 " bytes.", v->pool->name, v->name, w->size);
                 (void) sd_bus_reply_method_return(w->msg, NULL);
         }
@@ -237,6 +240,17 @@ static void resize_done(int r, void *userdata) {
         pool_refresh(v->pool);
         pool_emit_changed(v->pool, "Usage", "Available", NULL);
         volume_work_free(w, r);
+}
+
+static void resize_done(int r, void *userdata) {
+        VolumeWork *w = userdata;
+
+        if (r < 0 || w->volume->state != VOLUME_STOPPED) {
+                resized(r, w);
+                return;
+        }
+        volume_committed(w->volume);
+        volume_work_save(w, resized);
 }
 
 typedef struct ResizeOptions {

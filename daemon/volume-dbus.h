@@ -19,13 +19,17 @@ int volume_check_idle(Volume *v, sd_bus_error *error);
 /* Replies to the call of w with the error r (ECANCELED is Cancelled) about what. */
 void volume_work_reply_error(VolumeWork *w, int r, const char *what);
 
-/* After the committed image of v changed: count it, save, and tell volumes started from it that
- * they are outdated now. */
+/* After the committed image of v changed: count it, and tell volumes started from it that they
+ * are outdated now. Saving is the caller's (volume_work_save()). */
 void volume_committed(Volume *v);
 
 /* After file work on v: re-reads its size and usage and the pool's, and announces them with
  * the life-cycle properties. */
 void volume_restat_and_emit(Volume *v);
+
+/* The last step of a change that ran as work: announces it (volume_restat_and_emit()), replies
+ * to the call without a value and frees w. */
+void volume_work_reply_changed(VolumeWork *w);
 
 /* Deletes the revisions planned in w, then saves and replies. */
 int volume_start_pruning(VolumeWork *w, sd_bus_error *error);

@@ -53,6 +53,14 @@ static int check_import(Volume *v, const ImportOptions *o, sd_bus_error *error) 
         return 0;
 }
 
+static void imported(int r, void *userdata) {
+        VolumeWork *w = userdata;
+        Volume *v = w->volume;
+
+        log_info("Imported %" PRIu64 " bytes into volume %s/%s.", w->size, v->pool->name, v->name);
+        volume_work_reply_changed(w);
+}
+
 static void import_done(int r, void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
@@ -69,10 +77,7 @@ static void import_done(int r, void *userdata) {
         }
         volume_apply_revisions(v, w, 0);
         volume_committed(v);
-        log_info("Imported %" PRIu64 " bytes into volume %s/%s.", w->size, v->pool->name, v->name);
-        volume_restat_and_emit(v);
-        (void) sd_bus_reply_method_return(w->msg, NULL);
-        volume_work_free(w, 0);
+        volume_work_save(w, imported);
 }
 
 /* Runs work for the call, an import that adds a revision; as a job when it copies bytes.

@@ -79,6 +79,13 @@ static int run_work(Volume *v, sd_bus_message *msg, bool revisions, bool adds_re
         return r < 0 ? r : 1;
 }
 
+static void started(int r, void *userdata) {
+        VolumeWork *w = userdata;
+
+        log_info("Started volume %s/%s.", w->volume->pool->name, w->volume->name);
+        volume_work_reply_changed(w);
+}
+
 static void start_done(int r, void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
@@ -86,14 +93,12 @@ static void start_done(int r, void *userdata) {
         if (work_failed(w, r, "Failed to start the volume"))
                 return;
         v->state = VOLUME_STARTED;
-        if (w->source) {
-                v->source_generation = w->source->generation;
-                (void) volume_save(v);
+        if (!w->source) {
+                started(0, w);
+                return;
         }
-        log_info("Started volume %s/%s.", v->pool->name, v->name);
-        volume_restat_and_emit(v);
-        (void) sd_bus_reply_method_return(w->msg, NULL);
-        volume_work_free(w, 0);
+        v->source_generation = w->source->generation;
+        volume_work_save(w, started);
 }
 
 /* The source a snap_on_start volume starts from. */
@@ -146,6 +151,14 @@ int method_start(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         return r < 0 ? r : 1;
 }
 
+static void stopped(int r, void *userdata) {
+        VolumeWork *w = userdata;
+        Volume *v = w->volume;
+
+        log_info("Stopped volume %s/%s%s.", v->pool->name, v->name, v->settings.save_on_stop ? ", committed" : "");
+        volume_work_reply_changed(w);
+}
+
 static void stop_done(int r, void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
@@ -153,14 +166,13 @@ static void stop_done(int r, void *userdata) {
         if (work_failed(w, r, "Failed to stop the volume"))
                 return;
         v->state = VOLUME_STOPPED;
-        if (v->settings.save_on_stop) {
-                volume_apply_revisions(v, w, 0);
-                volume_committed(v);
+        if (!v->settings.save_on_stop) {
+                stopped(0, w);
+                return;
         }
-        log_info("Stopped volume %s/%s%s.", v->pool->name, v->name, v->settings.save_on_stop ? ", committed" : "");
-        volume_restat_and_emit(v);
-        (void) sd_bus_reply_method_return(w->msg, NULL);
-        volume_work_free(w, 0);
+        volume_apply_revisions(v, w, 0);
+        volume_committed(v);
+        volume_work_save(w, stopped);
 }
 
 int method_stop(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -180,20 +192,26 @@ int method_stop(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         return run_work(v, msg, v->settings.save_on_stop, true, 0, volume_stop_work, stop_done, error);
 }
 
-static void snapshot_done(int r, void *userdata) {
+static void snapshot_saved(int r, void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
         char id[21];
 
-        if (work_failed(w, r, "Failed to snapshot the volume"))
-                return;
-        volume_apply_revisions(v, w, 0);
-        (void) volume_save(v);
         log_info("Kept the image of volume %s/%s as revision %" PRIu64 ".", v->pool->name, v->name, w->new_revision);
         volume_emit_changed(v, "Revisions", NULL);
         snprintf(id, sizeof id, "%" PRIu64, w->new_revision);
         (void) sd_bus_reply_method_return(w->msg, "s", id);
         volume_work_free(w, 0);
+}
+
+static void snapshot_done(int r, void *userdata) {
+        VolumeWork *w = userdata;
+        Volume *v = w->volume;
+
+        if (work_failed(w, r, "Failed to snapshot the volume"))
+                return;
+        volume_apply_revisions(v, w, 0);
+        volume_work_save(w, snapshot_saved);
 }
 
 int method_create_snapshot(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -214,19 +232,24 @@ int method_create_snapshot(sd_bus_message *msg, void *userdata, sd_bus_error *er
         return run_work(v, msg, true, true, 0, volume_snapshot_work, snapshot_done, error);
 }
 
-static void remove_revision_done(int r, void *userdata) {
+static void revision_removed(int r, void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
 
-        if (work_failed(w, r, "Failed to remove the revision"))
-                return;
-        volume_apply_revisions(v, w, 0);
-        (void) volume_save(v);
         volume_emit_changed(v, "Revisions", NULL);
         pool_refresh(v->pool);
         pool_emit_changed(v->pool, "Usage", "Available", NULL);
         (void) sd_bus_reply_method_return(w->msg, NULL);
         volume_work_free(w, 0);
+}
+
+static void remove_revision_done(int r, void *userdata) {
+        VolumeWork *w = userdata;
+
+        if (work_failed(w, r, "Failed to remove the revision"))
+                return;
+        volume_apply_revisions(w->volume, w, 0);
+        volume_work_save(w, revision_removed);
 }
 
 /* Starts the deletion of the revisions planned in w (RemoveRevision, Configure's pruning). */
@@ -261,6 +284,13 @@ int method_remove_revision(sd_bus_message *msg, void *userdata, sd_bus_error *er
         return r < 0 ? r : 1;
 }
 
+static void reverted(int r, void *userdata) {
+        VolumeWork *w = userdata;
+
+        log_info("Reverted volume %s/%s to revision %" PRIu64 ".", w->volume->pool->name, w->volume->name, w->revision);
+        volume_work_reply_changed(w);
+}
+
 static void revert_done(int r, void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
@@ -269,10 +299,7 @@ static void revert_done(int r, void *userdata) {
                 return;
         volume_apply_revisions(v, w, w->revision);
         volume_committed(v);
-        log_info("Reverted volume %s/%s to revision %" PRIu64 ".", v->pool->name, v->name, w->revision);
-        volume_restat_and_emit(v);
-        (void) sd_bus_reply_method_return(w->msg, NULL);
-        volume_work_free(w, 0);
+        volume_work_save(w, reverted);
 }
 
 int method_revert(sd_bus_message *msg, void *userdata, sd_bus_error *error) {

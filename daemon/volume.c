@@ -482,6 +482,32 @@ int volume_work_start(VolumeWork *w, WorkFunc work, WorkDone done, sd_bus_error 
         return 0;
 }
 
+static int save_work(void *userdata) {
+        VolumeWork *w = userdata;
+        _cleanup_close_ int vdir_fd = volume_open_dir(w->volume);
+
+        if (vdir_fd < 0)
+                return vdir_fd;
+        return store_write_json(vdir_fd, VOLUME_JSON, w->metadata);
+}
+
+static void save_done(int r, void *userdata) {
+        VolumeWork *w = userdata;
+
+        if (r < 0)
+                log_warning_errno(r, "Failed to record the state of volume %s/%s: %m", w->volume->pool->name, w->volume->name);
+        w->done(0, w);
+}
+
+void volume_work_save(VolumeWork *w, WorkDone then) {
+        w->done = then;
+        w->metadata = volume_to_json(w->volume);
+        if (!w->metadata)
+                save_done(-ENOMEM, w);
+        else if (workers_run(w->volume->pool->manager->workers, save_work, save_done, w) < 0)
+                save_done(save_work(w), w);     /* no room for more work: on the loop, as before */
+}
+
 VolumeWork *volume_work_free(VolumeWork *w, int result) {
         if (!w)
                 return NULL;
@@ -494,6 +520,7 @@ VolumeWork *volume_work_free(VolumeWork *w, int result) {
         sd_bus_message_unref(w->msg);
         safe_close(w->fd);
         safe_close(w->staging_fd);
+        json_object_put(w->metadata);
         free(w->source_object);
         free(w->staging);
         free(w->prune);

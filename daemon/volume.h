@@ -79,6 +79,7 @@ typedef struct VolumeWork {
         int fd;                 /* Import: the caller's fd; ImportBegin: the fd for the caller */
         char *staging;          /* ImportBegin, ImportEnd: the staging object; discarded unless taken */
         int staging_fd;         /* ImportBegin: a read-only fd of it for the session */
+        json_object *metadata;  /* volume.json as the outcome left it, being written */
         uint64_t revision;      /* Revert, RemoveRevision: the revision acted on */
         uint64_t new_revision;  /* Stop, CreateSnapshot, Revert: the id the old image gets, 0 none */
         uint64_t *prune;        /* revisions to delete once the change is done */
@@ -96,6 +97,11 @@ int volume_work_publish_job(VolumeWork *w, uint64_t bytes, sd_bus_error *error);
  * v->operation names the method. On failure w is freed. */
 int volume_work_start(VolumeWork *w, WorkFunc work, WorkDone done, sd_bus_error *error);
 CopyProgress *volume_work_progress(VolumeWork *w);
+/* In a done callback, once the outcome is applied to the volume: writes its metadata on a
+ * worker thread (the fsync may wait behind other writes to the filesystem; the loop must not),
+ * then calls then(0, w) on the loop, which replies and frees w. A failed write is logged: the
+ * objects on disk are the truth, volume.json only adds to them. */
+void volume_work_save(VolumeWork *w, WorkDone then);
 VolumeWork *volume_work_free(VolumeWork *w, int result);
 
 /* The revision bookkeeping of a change, planned on the loop before the work (new_revision when
