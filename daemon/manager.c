@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include "device.h"
 #include "errors.h"
 #include "job.h"
 #include "log.h"
@@ -15,6 +16,7 @@
 #include "pool.h"
 #include "session.h"
 #include "store.h"
+#include "udev-watch.h"
 
 #define REGISTRY_DIR "pools"
 
@@ -53,6 +55,7 @@ int manager_new(const ManagerOptions *options, Manager **ret) {
                 return -ENOMEM;
         m->state_fd = -EBADF;
         m->registry_fd = -EBADF;
+        m->devices_fd = -EBADF;
         m->limits = default_limits;
         m->idle_timeout = options->idle_timeout;
         m->session_timeout = options->session_timeout;
@@ -86,10 +89,12 @@ Manager *manager_free(Manager *m) {
                 pool_free(p);
         namemap_clear(&m->pools);
         polkit_free(m->polkit);
+        udev_watch_free(m->udev);
         sd_event_source_unref(m->idle_source);
         sd_bus_flush_close_unref(m->bus);
         sd_event_unref(m->event);
         safe_close(m->registry_fd);
+        safe_close(m->devices_fd);
         safe_close(m->state_fd);
         free(m->state_dir);
         free(m->runtime_dir);
@@ -149,6 +154,8 @@ static const char *manager_busy_reason(Manager *m) {
                 return "import or export sessions are open";
         if (workers_running(m->workers) > 0)
                 return "file operations are running";
+        if (udev_watch_busy(m->udev))
+                return "devices are being set up";
         return NULL;
 }
 
@@ -214,6 +221,9 @@ static int setup_event(Manager *m) {
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
         (void) sigprocmask(SIG_BLOCK, &mask, NULL);
+        r = udev_watch_new(m->event, &m->udev);
+        if (r < 0)
+                log_warning_errno(r, "Cannot watch udev, volumes cannot be attached: %m");
         r = workers_new(m->event, m->limits.max_workers, m->limits.max_work, &m->workers);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the worker threads: %m");
@@ -232,6 +242,18 @@ static int setup_event(Manager *m) {
         return 0;
 }
 
+static int open_runtime_dirs(Manager *m) {
+        _cleanup_close_ int fd = -EBADF;
+
+        fd = open(m->runtime_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return log_error_errno(errno, "Failed to open runtime directory %s: %m", m->runtime_dir);
+        m->devices_fd = open_or_create_dir_beneath(fd, "devices", 0700);
+        if (m->devices_fd < 0)
+                return log_error_errno(m->devices_fd, "Failed to open %s/devices: %m", m->runtime_dir);
+        return 0;
+}
+
 int manager_run(Manager *m) {
         int r;
 
@@ -239,6 +261,9 @@ int manager_run(Manager *m) {
         /* Searchable by all: mount points below it must be reachable by their volume's owner. */
         if (mkdir(m->runtime_dir, 0711) < 0 && errno != EEXIST)
                 return log_error_errno(errno, "Failed to create runtime directory %s: %m", m->runtime_dir);
+        r = open_runtime_dirs(m);
+        if (r < 0)
+                return r;
         r = open_state_dirs(m);
         if (r < 0)
                 return r;
@@ -248,6 +273,7 @@ int manager_run(Manager *m) {
         r = load_pools(m);
         if (r < 0)
                 return log_error_errno(r, "Failed to load pools: %m");
+        device_rediscover(m);
         r = setup_bus(m);
         if (r < 0)
                 return r;

@@ -51,6 +51,8 @@ typedef struct Manager {
         char *runtime_dir;
         int state_fd;           /* the state directory */
         int registry_fd;        /* <state>/pools: one <name>.json per pool */
+        int devices_fd;         /* <runtime>/devices: one record per attached device, for udev's rules */
+        struct UdevWatch *udev; /* NULL where udev cannot be watched: nothing can be attached */
 
         NameMap pools;
         struct Session *sessions;       /* import and export sessions, newest first */

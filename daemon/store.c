@@ -230,35 +230,11 @@ static int loop_write(int fd, const char *buf, size_t len) {
         return 0;
 }
 
-static int write_json_fd(int fd, json_object *obj) {
-        const char *s;
-        int r;
-
-        s = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
-        if (!s)
-                return -ENOMEM;
-
-        r = loop_write(fd, s, strlen(s));
-        if (r < 0)
-                return r;
-        /* A final newline, for the humans who cat these files. */
-        r = loop_write(fd, "\n", 1);
-        if (r < 0)
-                return r;
-
-        if (fsync(fd) < 0)
-                return -errno;
-        return 0;
-}
-
-int store_write_json(int dirfd, const char *name, json_object *obj) {
+int store_write_file(int dirfd, const char *name, const char *text) {
         _cleanup_close_ int parent = -EBADF, fd = -EBADF;
         _cleanup_free_ char *staging = NULL;
         const char *base;
         int r;
-
-        if (!obj)
-                return -EINVAL;
 
         r = open_parent_beneath(dirfd, name, &parent, &base);
         if (r < 0)
@@ -270,7 +246,9 @@ int store_write_json(int dirfd, const char *name, json_object *obj) {
         if (fd < 0)
                 return log_debug_errno(fd, "Failed to create staging file for %s: %m", name);
 
-        r = write_json_fd(fd, obj);
+        r = loop_write(fd, text, strlen(text));
+        if (r >= 0 && fsync(fd) < 0)
+                r = -errno;
         if (r < 0) {
                 log_debug_errno(r, "Failed to write %s: %m", name);
                 goto fail;
@@ -292,6 +270,19 @@ fail:
         if (unlinkat(parent, staging, 0) < 0)
                 log_debug_errno(errno, "Failed to remove staging file %s: %m", staging);
         return r;
+}
+
+int store_write_json(int dirfd, const char *name, json_object *obj) {
+        _cleanup_free_ char *text = NULL;
+        const char *s;
+
+        if (!obj)
+                return -EINVAL;
+        s = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+        /* A final newline, for the humans who cat these files. */
+        if (!s || asprintf(&text, "%s\n", s) < 0)
+                return -ENOMEM;
+        return store_write_file(dirfd, name, text);
 }
 
 /* Reads at most max_size bytes; the file may grow after fstat(), so the size is checked again

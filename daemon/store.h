@@ -49,6 +49,9 @@ int staging_file_create(int dirfd, mode_t mode, char **ret_name);
  * Returns 0 (not an fd) and the name in ret_name. */
 int staging_dir_create(int dirfd, mode_t mode, char **ret_name);
 
+/* Writes text to name beneath dirfd as store_write_json() writes JSON. */
+int store_write_file(int dirfd, const char *name, const char *text);
+
 /* Writes obj as JSON to name beneath dirfd: exclusive staging file (mode 0600) next to name,
  * fsync, rename over name, fsync of the directory. On failure nothing changed and no staging
  * file remains, with one exception: if only the final directory fsync fails, the new content is

@@ -99,7 +99,10 @@ static int property_get_revisions(sd_bus *bus, const char *path, const char *int
 
 static int property_get_device(sd_bus *bus, const char *path, const char *interface, const char *property,
                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        return sd_bus_message_append_basic(reply, 's', "");
+        Volume *v = userdata;
+        char node[LOOP_NODE_MAX];
+
+        return sd_bus_message_append_basic(reply, 's', volume_is_attached(v) ? loop_node(&v->device, node) : "");
 }
 
 static int property_get_partitions(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -279,6 +282,8 @@ static int method_resize(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         if (r < 0)
                 return r;
         r = volume_check_idle(v, error);
+        if (r >= 0 && !v->device_on_work)     /* the committed image is replaced, not resized */
+                r = volume_check_detached(v, error);
         if (r < 0)
                 return r;
         if (size < v->size && !o.allow_shrink)
@@ -542,6 +547,14 @@ const sd_bus_vtable volume_vtable[] = {
                                 SD_BUS_ARGS("b", commit, "a{sv}", options),
                                 SD_BUS_NO_RESULT,
                                 method_import_end, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Attach",
+                                SD_BUS_ARGS("a{sv}", options),
+                                SD_BUS_RESULT("s", device),
+                                method_attach, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Detach",
+                                SD_BUS_ARGS("a{sv}", options),
+                                SD_BUS_NO_RESULT,
+                                method_detach, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Export",
                                 SD_BUS_ARGS("h", fd, "a{sv}", options),
                                 SD_BUS_NO_RESULT,

@@ -15,6 +15,8 @@ int volume_authorize(Volume *v, sd_bus_message *msg, const char *action, sd_bus_
 
 /* Busy when file work on v is in progress. */
 int volume_check_idle(Volume *v, sd_bus_error *error);
+/* Busy while v is attached: for what would change the image under its device. */
+int volume_check_detached(Volume *v, sd_bus_error *error);
 
 /* Replies to the call of w with the error r (ECANCELED is Cancelled) about what. */
 void volume_work_reply_error(VolumeWork *w, int r, const char *what);
@@ -46,3 +48,5 @@ int method_export_end(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_import_begin(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_import_end(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_attach(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_detach(sd_bus_message *msg, void *userdata, sd_bus_error *error);

@@ -45,6 +45,8 @@ static int check_import(Volume *v, const ImportOptions *o, sd_bus_error *error) 
         if (r < 0)
                 return r;
         r = volume_check_idle(v, error);
+        if (r >= 0)
+                r = volume_check_detached(v, error);
         if (r < 0)
                 return r;
         if (v->state == VOLUME_STARTED)

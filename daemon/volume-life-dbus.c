@@ -180,6 +180,8 @@ int method_stop(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         int r;
 
         r = read_call(msg, v, error);
+        if (r >= 0)
+                r = volume_check_detached(v, error);
         if (r < 0)
                 return r;
 
@@ -308,6 +310,8 @@ int method_revert(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         int r;
 
         r = read_revision_call(msg, v, &n, error);
+        if (r >= 0)
+                r = volume_check_detached(v, error);
         if (r < 0)
                 return r;
         if (v->state != VOLUME_STOPPED)

@@ -306,9 +306,15 @@ int volume_resize_work(void *userdata) {
 
         if (vdir_fd < 0)
                 return vdir_fd;
-        /* The working copy is the VM's to change; a committed image gets a resized successor. */
-        if (w->volume->state == VOLUME_STARTED)
-                return w->volume->pool->driver->object_resize(vdir_fd, OBJECT_WORK, w->size);
+        /* The working copy is the VM's to change, and its device follows; a committed image gets
+         * a resized successor. */
+        if (w->volume->state == VOLUME_STARTED) {
+                int r = w->volume->pool->driver->object_resize(vdir_fd, OBJECT_WORK, w->size);
+
+                if (r >= 0 && volume_is_attached(w->volume) && w->volume->device_on_work)
+                        r = loop_set_capacity(&w->volume->device);
+                return r;
+        }
         return make_object(w->volume, vdir_fd, OBJECT_IMAGE, true, make_resized_image, w);
 }
 

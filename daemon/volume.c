@@ -12,6 +12,7 @@
 #include "log.h"
 #include "polkit.h"
 #include "store.h"
+#include "udev-watch.h"
 #include "volume.h"
 
 #define VOLUME_JSON "volume.json"
@@ -517,6 +518,7 @@ VolumeWork *volume_work_free(VolumeWork *w, int result) {
                 job_finish(w->job, result, NULL);       /* published, but the work never ran */
         if (w->staging)
                 volume_discard_object(w->volume, w->staging);
+        udev_wait_free(w->udev_wait);
         sd_bus_message_unref(w->msg);
         safe_close(w->fd);
         safe_close(w->staging_fd);
@@ -575,6 +577,8 @@ bool volume_is_busy(Volume *v, const char **ret_reason) {
                 reason = "a change to it is in progress";
         else if (v->readers > 0)
                 reason = "it is being exported";
+        else if (volume_is_attached(v))
+                reason = "it is attached";
         else if (v->state == VOLUME_STARTED)
                 reason = "it is started";
         if (ret_reason)

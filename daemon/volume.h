@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include "loop.h"
 #include "pool.h"
 #include "worker.h"
 
@@ -43,6 +44,11 @@ struct Volume {
         uint64_t generation;    /* counts changes of the committed image */
         uint64_t source_generation; /* the source's generation when this volume started */
 
+        /* The loop device exposing the volume while attached; diskseq 0 when not. */
+        LoopDevice device;
+        bool device_read_only;
+        bool device_on_work;    /* it exposes the working copy, not the committed image */
+
         /* Read by volume_stat() from the image the guest sees: the working copy while started. */
         uint64_t size;
         uint64_t usage;
@@ -64,6 +70,9 @@ int volume_remove(Volume *v);
 int volume_stat(Volume *v);
 
 bool volume_is_busy(Volume *v, const char **ret_reason);
+static inline bool volume_is_attached(const Volume *v) {
+        return v->device.diskseq != 0;
+}
 const char *volume_state_to_string(VolumeState s);
 
 /* File work on a volume that runs on a worker thread while its method call waits: the
@@ -80,6 +89,9 @@ typedef struct VolumeWork {
         char *staging;          /* ImportBegin, ImportEnd: the staging object; discarded unless taken */
         int staging_fd;         /* ImportBegin: a read-only fd of it for the session */
         json_object *metadata;  /* volume.json as the outcome left it, being written */
+        bool read_only;         /* Attach: the device is read-only */
+        LoopDevice device;      /* Attach: the device made */
+        struct UdevWait *udev_wait;     /* Attach: for udev to process it */
         uint64_t revision;      /* Revert, RemoveRevision: the revision acted on */
         uint64_t new_revision;  /* Stop, CreateSnapshot, Revert: the id the old image gets, 0 none */
         uint64_t *prune;        /* revisions to delete once the change is done */

@@ -1,0 +1,177 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "device.h"
+#include "driver.h"
+#include "log.h"
+#include "store.h"
+
+#define RECORD_MAX 256  /* two names of at most 64 characters and their keys */
+
+static void record_name(const LoopDevice *d, char buf[static 21]) {
+        snprintf(buf, 21, "%" PRIu64, d->diskseq);
+}
+
+int device_record_write(Volume *v, const LoopDevice *d) {
+        _cleanup_free_ char *text = NULL;
+        char name[21];
+
+        record_name(d, name);
+        if (asprintf(&text, "CISTERN_POOL=%s\nCISTERN_VOLUME=%s\n", v->pool->name, v->name) < 0)
+                return -ENOMEM;
+        return store_write_file(v->pool->manager->devices_fd, name, text);
+}
+
+void device_record_remove(Manager *m, const LoopDevice *d) {
+        char name[21];
+
+        record_name(d, name);
+        if (unlinkat(m->devices_fd, name, 0) < 0 && errno != ENOENT)
+                log_warning_errno(errno, "Failed to remove device record %s: %m", name);
+}
+
+/* The value of key in a record's text, copied into buf. */
+static bool record_get(const char *text, const char *key, char *buf, size_t size) {
+        size_t klen = strlen(key);
+
+        for (const char *line = text; line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+                size_t n;
+
+                if (strncmp(line, key, klen) != 0 || line[klen] != '=')
+                        continue;
+                n = strcspn(line + klen + 1, "\n");
+                if (n >= size)
+                        return false;
+                memcpy(buf, line + klen + 1, n);
+                buf[n] = '\0';
+                return true;
+        }
+        return false;
+}
+
+static int read_small_file(int dirfd, const char *name, char *buf, size_t size) {
+        _cleanup_close_ int fd = open_beneath(dirfd, name, O_RDONLY, 0);
+        ssize_t n;
+
+        if (fd < 0)
+                return fd;
+        n = read(fd, buf, size - 1);
+        if (n < 0)
+                return -errno;
+        buf[n] = '\0';
+        return 0;
+}
+
+/* The number of the loop device whose diskseq is diskseq, from sysfs; -ENODEV when none. */
+static int find_loop_number(uint64_t diskseq, unsigned *ret) {
+        _cleanup_(closedirp) DIR *d = opendir("/sys/block");
+        struct dirent *de;
+
+        if (!d)
+                return -errno;
+        while ((de = readdir(d))) {
+                char path[300], buf[32];
+                unsigned number;
+                FILE *f;
+                bool match;
+
+                if (sscanf(de->d_name, "loop%u", &number) != 1)
+                        continue;
+                snprintf(path, sizeof path, "/sys/block/%s/diskseq", de->d_name);
+                f = fopen(path, "re");
+                if (!f)
+                        continue;
+                match = fgets(buf, sizeof buf, f) && strtoull(buf, NULL, 10) == diskseq;
+                fclose(f);
+                if (match) {
+                        *ret = number;
+                        return 0;
+                }
+        }
+        return -ENODEV;
+}
+
+static bool loop_is_read_only(const LoopDevice *d) {
+        char path[64], c = '0';
+        FILE *f;
+
+        snprintf(path, sizeof path, "/sys/block/loop%u/ro", d->number);
+        f = fopen(path, "re");
+        if (f) {
+                c = (char) fgetc(f);
+                fclose(f);
+        }
+        return c == '1';
+}
+
+/* Whether the file dev:ino is v's object name. */
+static bool is_object(Volume *v, int vdir_fd, const char *name, dev_t dev, ino_t ino) {
+        struct stat st;
+
+        return fstatat(vdir_fd, name, &st, AT_SYMLINK_NOFOLLOW) >= 0 && st.st_dev == dev && st.st_ino == ino;
+}
+
+/* One record: the device is the volume's again, or goes. */
+static void rediscover_one(Manager *m, const char *name) {
+        char text[RECORD_MAX], pool_name[65], volume_name[65];
+        LoopDevice d = { .diskseq = strtoull(name, NULL, 10) };
+        Volume *v = NULL;
+        Pool *p;
+        dev_t dev;
+        ino_t ino;
+        int r;
+
+        if (read_small_file(m->devices_fd, name, text, sizeof text) >= 0 &&
+            record_get(text, "CISTERN_POOL", pool_name, sizeof pool_name) &&
+            record_get(text, "CISTERN_VOLUME", volume_name, sizeof volume_name) &&
+            (p = manager_get_pool(m, pool_name)))
+                v = pool_get_volume(p, volume_name);
+
+        r = find_loop_number(d.diskseq, &d.number);
+        if (r >= 0)
+                r = loop_identify(d.number, &d, &dev, &ino);
+        if (r < 0) {
+                log_debug("Device of record %s is gone.", name);
+                device_record_remove(m, &d);
+                return;
+        }
+        if (v && !volume_is_attached(v)) {
+                _cleanup_close_ int vdir_fd = volume_open_dir(v);
+
+                if (vdir_fd >= 0 && is_object(v, vdir_fd, OBJECT_WORK, dev, ino))
+                        v->device_on_work = true;
+                else if (vdir_fd < 0 || !is_object(v, vdir_fd, OBJECT_IMAGE, dev, ino))
+                        v = NULL;
+        }
+        if (v && !volume_is_attached(v)) {
+                v->device = d;
+                v->device_read_only = loop_is_read_only(&d);
+                log_debug("Volume %s/%s is attached as /dev/loop%u.", v->pool->name, v->name, d.number);
+                return;
+        }
+        log_info("Detaching /dev/loop%u: the volume it was attached for is gone.", d.number);
+        r = loop_detach(&d);
+        if (r < 0 && r != -ESTALE) {
+                log_warning_errno(r, "Failed to detach /dev/loop%u, keeping its record: %m", d.number);
+                return;
+        }
+        device_record_remove(m, &d);
+}
+
+void device_rediscover(Manager *m) {
+        _cleanup_(closedirp) DIR *d = NULL;
+        struct dirent *de;
+
+        (void) store_remove_staging(m->devices_fd);
+        if (opendir_beneath(m->devices_fd, ".", &d) < 0)
+                return;
+        while ((de = readdir(d)))
+                if (de->d_name[0] >= '1' && de->d_name[0] <= '9' && strspn(de->d_name, "0123456789") == strlen(de->d_name))
+                        rediscover_one(m, de->d_name);
+}

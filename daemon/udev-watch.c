@@ -1,0 +1,195 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libudev.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "udev-watch.h"
+
+struct UdevWait {
+        UdevWatch *watch;
+        dev_t devnum;
+        uint64_t diskseq;
+        UdevReadyFunc ready;
+        void *userdata;
+        sd_event_source *timeout;       /* also the way to answer from the loop when ready at once */
+        bool ready_now;
+        UdevWait *prev, *next;
+};
+
+struct UdevWatch {
+        sd_event *event;
+        struct udev *udev;
+        struct udev_monitor *monitor;
+        sd_event_source *source;
+        UdevWait *waits;
+};
+
+/* Whether udev has processed device with cistern's rules, for the wait. */
+static bool device_is_ready(struct udev_device *device, const UdevWait *wait) {
+        const char *diskseq;
+
+        if (!device || udev_device_get_devnum(device) != wait->devnum ||
+            !udev_device_get_property_value(device, "CISTERN_VOLUME"))
+                return false;
+        if (wait->diskseq == 0)
+                return true;
+        diskseq = udev_device_get_property_value(device, "DISKSEQ");
+        return diskseq && strtoull(diskseq, NULL, 10) == wait->diskseq;
+}
+
+static void wait_done(UdevWait *wait, int result) {
+        UdevReadyFunc ready = wait->ready;
+        void *userdata = wait->userdata;
+
+        udev_wait_free(wait);
+        ready(result, userdata);
+}
+
+static int on_monitor(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        UdevWatch *w = userdata;
+        struct udev_device *device;
+
+        while ((device = udev_monitor_receive_device(w->monitor))) {
+                const char *action = udev_device_get_action(device);
+
+                if (action && (streq(action, "add") || streq(action, "change")))
+                        for (UdevWait *wait = w->waits, *next; wait; wait = next) {
+                                next = wait->next;
+                                if (device_is_ready(device, wait)) {
+                                        wait_done(wait, 0);
+                                        break;  /* ready may have freed other waits */
+                                }
+                        }
+                udev_device_unref(device);
+        }
+        return 0;
+}
+
+int udev_watch_new(sd_event *event, UdevWatch **ret) {
+        _cleanup_(udev_watch_freep) UdevWatch *w = NULL;
+        int r;
+
+        w = calloc(1, sizeof *w);
+        if (!w)
+                return -ENOMEM;
+        w->event = sd_event_ref(event);
+        w->udev = udev_new();
+        if (!w->udev)
+                return -ENOMEM;
+        w->monitor = udev_monitor_new_from_netlink(w->udev, "udev");
+        if (!w->monitor)
+                return -errno ?: -EIO;
+        r = udev_monitor_filter_add_match_subsystem_devtype(w->monitor, "block", NULL);
+        if (r >= 0)
+                r = udev_monitor_enable_receiving(w->monitor);
+        if (r >= 0)
+                r = sd_event_add_io(event, &w->source, udev_monitor_get_fd(w->monitor), EPOLLIN, on_monitor, w);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(w);
+        return 0;
+}
+
+UdevWatch *udev_watch_free(UdevWatch *w) {
+        if (!w)
+                return NULL;
+        while (w->waits)
+                udev_wait_free(w->waits);
+        sd_event_source_disable_unref(w->source);
+        udev_monitor_unref(w->monitor);
+        udev_unref(w->udev);
+        sd_event_unref(w->event);
+        free(w);
+        return NULL;
+}
+
+static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        UdevWait *wait = userdata;
+
+        if (wait->ready_now) {
+                wait_done(wait, 0);
+                return 0;
+        }
+        log_warning("udev did not process block device %u:%u within %llu s; is systemd-udevd running?",
+                    major(wait->devnum), minor(wait->devnum), (unsigned long long) (UDEV_WAIT_USEC / USEC_PER_SEC));
+        wait_done(wait, -ETIMEDOUT);
+        return 0;
+}
+
+/* Asks udev to run its rules on the device again. */
+static int trigger_change(dev_t devnum) {
+        _cleanup_close_ int fd = -EBADF;
+        char path[64];
+
+        snprintf(path, sizeof path, "/sys/dev/block/%u:%u/uevent", major(devnum), minor(devnum));
+        fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (write(fd, "change", 6) != 6)
+                return -errno;
+        return 0;
+}
+
+int udev_watch_wait(UdevWatch *w, dev_t devnum, uint64_t diskseq, UdevReadyFunc ready, void *userdata, UdevWait **ret) {
+        struct udev_device *device;
+        UdevWait *wait;
+        bool processed;
+        int r;
+
+        wait = calloc(1, sizeof *wait);
+        if (!wait)
+                return -ENOMEM;
+        *wait = (UdevWait) { .watch = w, .devnum = devnum, .diskseq = diskseq, .ready = ready, .userdata = userdata };
+        wait->next = w->waits;
+        if (w->waits)
+                w->waits->prev = wait;
+        w->waits = wait;
+        r = sd_event_add_time_relative(w->event, &wait->timeout, CLOCK_MONOTONIC, UDEV_WAIT_USEC, USEC_PER_SEC,
+                                       on_timeout, wait);
+        if (r < 0) {
+                udev_wait_free(wait);
+                return r;
+        }
+
+        /* Registered first, then looked up: an event processed since is in the monitor's queue. */
+        device = udev_device_new_from_devnum(w->udev, 'b', devnum);
+        processed = device && udev_device_get_is_initialized(device) > 0 && device_is_ready(device, wait);
+        udev_device_unref(device);
+        if (!processed) {
+                r = trigger_change(devnum);
+                if (r < 0) {
+                        udev_wait_free(wait);
+                        return r;
+                }
+        }
+        /* Even when ready now, the answer comes from the loop, like every other. */
+        if (processed) {
+                wait->ready_now = true;
+                (void) sd_event_source_set_time(wait->timeout, 0);
+        }
+        *ret = wait;
+        return 0;
+}
+
+bool udev_watch_busy(UdevWatch *w) {
+        return w && w->waits;
+}
+
+UdevWait *udev_wait_free(UdevWait *wait) {
+        if (!wait)
+                return NULL;
+        if (wait->prev)
+                wait->prev->next = wait->next;
+        else
+                wait->watch->waits = wait->next;
+        if (wait->next)
+                wait->next->prev = wait->prev;
+        sd_event_source_disable_unref(wait->timeout);
+        free(wait);
+        return NULL;
+}

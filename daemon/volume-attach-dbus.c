@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Volume methods that expose a volume as a block device: Attach and Detach. A raw volume is
+ * attached as a loop device (the working copy while started, else the committed image), named
+ * in the runtime directory's records for udev's rules, and the call returns only once udev has
+ * processed the device.
+ *
+ * The committed image of a stopped volume is shared with its revisions (hard links) and is never
+ * written in place, so it is attached read-only (by default, and refused otherwise): writing
+ * needs a started volume, whose working copy is the volume's to change. */
+
+#include <fcntl.h>
+#include <inttypes.h>
+
+#include "authorize.h"
+#include "bus-util.h"
+#include "device.h"
+#include "errors.h"
+#include "log.h"
+#include "udev-watch.h"
+#include "volume-dbus.h"
+
+typedef struct AttachOptions {
+        bool read_only;
+        bool partitions;
+} AttachOptions;
+
+static const OptionSpec attach_spec[] = {
+        OPTION("read_only", OPTION_BOOL, AttachOptions, read_only),
+        OPTION("partitions", OPTION_BOOL, AttachOptions, partitions),
+        {}
+};
+
+int volume_check_detached(Volume *v, sd_bus_error *error) {
+        char node[LOOP_NODE_MAX];
+
+        if (!volume_is_attached(v))
+                return 0;
+        return sd_bus_error_setf(error, ERR_BUSY, "Volume %s/%s is attached as %s; detach it first.",
+                                 v->pool->name, v->name, loop_node(&v->device, node));
+}
+
+static int attach_work(void *userdata) {
+        VolumeWork *w = userdata;
+        Volume *v = w->volume;
+        _cleanup_close_ int vdir_fd = volume_open_dir(v), fd = -EBADF;
+        int r;
+
+        if (vdir_fd < 0)
+                return vdir_fd;
+        fd = v->pool->driver->object_open(vdir_fd, v->state == VOLUME_STARTED ? OBJECT_WORK : OBJECT_IMAGE,
+                                          w->read_only ? O_RDONLY : O_RDWR);
+        if (fd < 0)
+                return fd;
+        r = loop_attach(fd, w->read_only, &w->device);
+        if (r < 0)
+                return r;
+        r = device_record_write(v, &w->device);
+        if (r < 0) {
+                (void) loop_detach(&w->device);
+                w->device = (LoopDevice) {};
+        }
+        return r;
+}
+
+/* Takes the device of a failed attach down again. */
+static void attach_undo(VolumeWork *w) {
+        Volume *v = w->volume;
+        int r;
+
+        r = loop_detach(&w->device);
+        if (r < 0 && r != -ESTALE)
+                log_warning_errno(r, "Failed to detach /dev/loop%u again: %m", w->device.number);
+        device_record_remove(v->pool->manager, &w->device);
+        v->device = (LoopDevice) {};
+        v->device_on_work = false;
+}
+
+static void attach_ready(int r, void *userdata) {
+        VolumeWork *w = userdata;
+        Volume *v = w->volume;
+        char node[LOOP_NODE_MAX];
+
+        w->udev_wait = NULL;
+        if (r < 0) {
+                attach_undo(w);
+                if (r == -ETIMEDOUT)
+                        (void) sd_bus_reply_method_errorf(w->msg, ERR_FAILED,
+                                                          "udev did not process the device in time; is systemd-udevd running?");
+                else
+                        volume_work_reply_error(w, r, "Failed to attach the volume");
+                volume_work_free(w, r);
+                return;
+        }
+        log_info("Attached volume %s/%s as %s%s.", v->pool->name, v->name, loop_node(&v->device, node),
+                 v->device_read_only ? ", read-only" : "");
+        volume_emit_changed(v, "Device", NULL);
+        (void) sd_bus_reply_method_return(w->msg, "s", node);
+        volume_work_free(w, 0);
+}
+
+static void attach_done(int r, void *userdata) {
+        VolumeWork *w = userdata;
+        Volume *v = w->volume;
+
+        if (r < 0) {
+                if (r == -EBUSY)
+                        (void) sd_bus_reply_method_errorf(w->msg, ERR_BUSY, "Other processes took every free loop device first; try again.");
+                else
+                        volume_work_reply_error(w, r, "Failed to attach the volume");
+                volume_work_free(w, r);
+                return;
+        }
+        v->device = w->device;
+        v->device_read_only = w->read_only;
+        v->device_on_work = v->state == VOLUME_STARTED;
+        r = udev_watch_wait(v->pool->manager->udev, w->device.devnum, w->device.diskseq, attach_ready, w, &w->udev_wait);
+        if (r < 0)
+                attach_ready(r, w);
+}
+
+int method_attach(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Volume *v = userdata;
+        AttachOptions o = { .partitions = true };
+        VolumeWork *w;
+        uint32_t seen;
+        int r;
+
+        r = options_read(msg, attach_spec, &o, &seen, error);
+        if (r < 0)
+                return r;
+        if (!option_seen(seen, attach_spec, "read_only"))
+                o.read_only = v->settings.read_only || v->state == VOLUME_STOPPED;
+        if (!streq(v->settings.format, "raw"))
+                return sd_bus_error_setf(error, ERR_NOT_SUPPORTED, "Attaching %s volumes is not supported.", v->settings.format);
+        r = volume_check_idle(v, error);
+        if (r >= 0)
+                r = volume_check_detached(v, error);
+        if (r < 0)
+                return r;
+        if (v->settings.read_only && !o.read_only)
+                return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "Volume %s/%s is read-only.", v->pool->name, v->name);
+        if (v->state == VOLUME_STOPPED && !o.read_only)
+                return sd_bus_error_setf(error, ERR_WRONG_STATE,
+                                         "Volume %s/%s is stopped: its committed image can be attached read-only only; "
+                                         "start it to attach it writable.", v->pool->name, v->name);
+        if (!v->pool->manager->udev)
+                return sd_bus_error_set(error, ERR_NOT_SUPPORTED, "Devices cannot be attached: udev cannot be watched.");
+
+        r = volume_authorize(v, msg, ACTION_VOLUME_ATTACH, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        r = volume_work_new(v, msg, &w);
+        if (r < 0)
+                return r;
+        w->read_only = o.read_only;
+        r = volume_work_start(w, attach_work, attach_done, error);
+        return r < 0 ? r : 1;
+}
+
+static int detach_work(void *userdata) {
+        VolumeWork *w = userdata;
+        int r;
+
+        r = loop_detach(&w->volume->device);
+        return r == -ESTALE ? 0 : r;    /* gone already */
+}
+
+static void detach_done(int r, void *userdata) {
+        VolumeWork *w = userdata;
+        Volume *v = w->volume;
+        char node[LOOP_NODE_MAX];
+
+        if (r == -EBUSY)
+                (void) sd_bus_reply_method_errorf(w->msg, ERR_BUSY, "%s is in use (mounted?).", loop_node(&v->device, node));
+        else if (r < 0)
+                volume_work_reply_error(w, r, "Failed to detach the volume");
+        else {
+                log_info("Detached volume %s/%s from %s.", v->pool->name, v->name, loop_node(&v->device, node));
+                device_record_remove(v->pool->manager, &v->device);
+                v->device = (LoopDevice) {};
+                v->device_on_work = false;
+                volume_emit_changed(v, "Device", NULL);
+                (void) sd_bus_reply_method_return(w->msg, NULL);
+        }
+        volume_work_free(w, r);
+}
+
+int method_detach(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Volume *v = userdata;
+        VolumeWork *w;
+        int r;
+
+        r = options_read(msg, volume_no_options, NULL, NULL, error);
+        if (r < 0)
+                return r;
+        if (!volume_is_attached(v))
+                return sd_bus_error_setf(error, ERR_WRONG_STATE, "Volume %s/%s is not attached.", v->pool->name, v->name);
+        r = volume_check_idle(v, error);
+        if (r < 0)
+                return r;
+
+        r = volume_authorize(v, msg, ACTION_VOLUME_ATTACH, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        r = volume_work_new(v, msg, &w);
+        if (r < 0)
+                return r;
+        r = volume_work_start(w, detach_work, detach_done, error);
+        return r < 0 ? r : 1;
+}
