@@ -150,6 +150,12 @@ static void rediscover_one(Manager *m, const char *name) {
                         v = NULL;
         }
         if (v && !volume_is_attached(v)) {
+                _cleanup_close_ int fd = loop_open(&d, O_RDONLY);
+                char sysname[LOOP_NODE_MAX];
+
+                snprintf(sysname, sizeof sysname, "loop%u", d.number);
+                if (fd >= 0)
+                        (void) partitions_list(fd, sysname, &v->partitions, &v->n_partitions);
                 v->device = d;
                 v->device_read_only = loop_is_read_only(&d);
                 log_debug("Volume %s/%s is attached as /dev/loop%u.", v->pool->name, v->name, d.number);

@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "loop.h"
+#include "partition.h"
 
 char *loop_node(const LoopDevice *d, char buf[static LOOP_NODE_MAX]) {
         snprintf(buf, LOOP_NODE_MAX, "/dev/loop%u", d->number);
@@ -102,10 +103,18 @@ int loop_open(const LoopDevice *d, int flags) {
 int loop_detach(const LoopDevice *d) {
         _cleanup_close_ int fd = -EBADF;
 
+        char sysname[LOOP_NODE_MAX];
+        int r;
+
         /* O_EXCL fails with EBUSY while a filesystem is mounted on the device. */
         fd = loop_open(d, O_RDONLY | O_EXCL);
         if (fd < 0)
                 return fd;
+        /* Partitions added with BLKPG outlive LOOP_CLR_FD without partscan: they go first. */
+        snprintf(sysname, sizeof sysname, "loop%u", d->number);
+        r = partitions_remove_all(fd, sysname);
+        if (r < 0)
+                return r;
         if (ioctl(fd, LOOP_CLR_FD) < 0)
                 return errno == ENXIO ? -ESTALE : -errno;
         return 0;

@@ -30,8 +30,9 @@ int loop_attach(int backing_fd, bool read_only, LoopDevice *ret);
 /* Opens d with flags, or -ESTALE when the device no longer has d's diskseq. */
 int loop_open(const LoopDevice *d, int flags);
 
-/* Detaches d (-ESTALE: it is no longer that device; -EBUSY: mounted or otherwise claimed
- * exclusively). A device that some process still holds open goes once it is closed. */
+/* Removes d's partition devices and detaches d (-ESTALE: it is no longer that device; -EBUSY:
+ * it or a partition is mounted or otherwise claimed exclusively). A device that some process
+ * still holds open goes once it is closed. */
 int loop_detach(const LoopDevice *d);
 
 /* Makes d's size follow its backing file's. */

@@ -12,7 +12,8 @@
 
 struct UdevWait {
         UdevWatch *watch;
-        dev_t devnum;
+        dev_t *devnums;         /* still to be processed; [0] the disk, with diskseq */
+        size_t n;
         uint64_t diskseq;
         UdevReadyFunc ready;
         void *userdata;
@@ -29,17 +30,26 @@ struct UdevWatch {
         UdevWait *waits;
 };
 
-/* Whether udev has processed device with cistern's rules, for the wait. */
-static bool device_is_ready(struct udev_device *device, const UdevWait *wait) {
+/* Whether udev has processed device with cistern's rules: a disk with the wait's diskseq, or
+ * one of its partitions. Takes the device off the wait's list then; true when none is left. */
+static bool device_processed(struct udev_device *device, UdevWait *wait) {
+        dev_t devnum = device ? udev_device_get_devnum(device) : 0;
         const char *diskseq;
 
-        if (!device || udev_device_get_devnum(device) != wait->devnum ||
-            !udev_device_get_property_value(device, "CISTERN_VOLUME"))
+        if (!device || !udev_device_get_property_value(device, "CISTERN_VOLUME"))
                 return false;
-        if (wait->diskseq == 0)
-                return true;
-        diskseq = udev_device_get_property_value(device, "DISKSEQ");
-        return diskseq && strtoull(diskseq, NULL, 10) == wait->diskseq;
+        for (size_t i = 0; i < wait->n; i++) {
+                if (wait->devnums[i] != devnum)
+                        continue;
+                if (udev_device_get_devtype(device) && streq(udev_device_get_devtype(device), "disk")) {
+                        diskseq = udev_device_get_property_value(device, "DISKSEQ");
+                        if (!diskseq || strtoull(diskseq, NULL, 10) != wait->diskseq)
+                                return false;
+                }
+                wait->devnums[i] = wait->devnums[--wait->n];
+                return wait->n == 0;
+        }
+        return false;
 }
 
 static void wait_done(UdevWait *wait, int result) {
@@ -58,13 +68,11 @@ static int on_monitor(sd_event_source *s, int fd, uint32_t revents, void *userda
                 const char *action = udev_device_get_action(device);
 
                 if (action && (streq(action, "add") || streq(action, "change")))
-                        for (UdevWait *wait = w->waits, *next; wait; wait = next) {
-                                next = wait->next;
-                                if (device_is_ready(device, wait)) {
+                        for (UdevWait *wait = w->waits; wait; wait = wait->next)
+                                if (device_processed(device, wait)) {
                                         wait_done(wait, 0);
                                         break;  /* ready may have freed other waits */
                                 }
-                        }
                 udev_device_unref(device);
         }
         return 0;
@@ -116,13 +124,12 @@ static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
                 return 0;
         }
         log_warning("udev did not process block device %u:%u within %llu s; is systemd-udevd running?",
-                    major(wait->devnum), minor(wait->devnum), (unsigned long long) (UDEV_WAIT_USEC / USEC_PER_SEC));
+                    major(wait->devnums[0]), minor(wait->devnums[0]), (unsigned long long) (UDEV_WAIT_USEC / USEC_PER_SEC));
         wait_done(wait, -ETIMEDOUT);
         return 0;
 }
 
-/* Asks udev to run its rules on the device again. */
-static int trigger_change(dev_t devnum) {
+int udev_trigger_change(dev_t devnum) {
         _cleanup_close_ int fd = -EBADF;
         char path[64];
 
@@ -135,20 +142,26 @@ static int trigger_change(dev_t devnum) {
         return 0;
 }
 
-int udev_watch_wait(UdevWatch *w, dev_t devnum, uint64_t diskseq, UdevReadyFunc ready, void *userdata, UdevWait **ret) {
-        struct udev_device *device;
+int udev_watch_wait(UdevWatch *w, const dev_t *devnums, size_t n, uint64_t diskseq, UdevReadyFunc ready, void *userdata,
+                    UdevWait **ret) {
         UdevWait *wait;
-        bool processed;
         int r;
 
         wait = calloc(1, sizeof *wait);
         if (!wait)
                 return -ENOMEM;
-        *wait = (UdevWait) { .watch = w, .devnum = devnum, .diskseq = diskseq, .ready = ready, .userdata = userdata };
+        *wait = (UdevWait) { .watch = w, .diskseq = diskseq, .ready = ready, .userdata = userdata };
         wait->next = w->waits;
         if (w->waits)
                 w->waits->prev = wait;
         w->waits = wait;
+        wait->devnums = calloc(n, sizeof *devnums);
+        if (!wait->devnums) {
+                udev_wait_free(wait);
+                return -ENOMEM;
+        }
+        memcpy(wait->devnums, devnums, n * sizeof *devnums);
+        wait->n = n;
         r = sd_event_add_time_relative(w->event, &wait->timeout, CLOCK_MONOTONIC, UDEV_WAIT_USEC, USEC_PER_SEC,
                                        on_timeout, wait);
         if (r < 0) {
@@ -157,21 +170,16 @@ int udev_watch_wait(UdevWatch *w, dev_t devnum, uint64_t diskseq, UdevReadyFunc 
         }
 
         /* Registered first, then looked up: an event processed since is in the monitor's queue. */
-        device = udev_device_new_from_devnum(w->udev, 'b', devnum);
-        processed = device && udev_device_get_is_initialized(device) > 0 && device_is_ready(device, wait);
-        udev_device_unref(device);
-        if (!processed) {
-                r = trigger_change(devnum);
-                if (r < 0) {
-                        udev_wait_free(wait);
-                        return r;
-                }
+        for (size_t i = n; i-- > 0 && !wait->ready_now;) {
+                struct udev_device *device = udev_device_new_from_devnum(w->udev, 'b', devnums[i]);
+
+                if (device && udev_device_get_is_initialized(device) > 0)
+                        wait->ready_now = device_processed(device, wait);
+                udev_device_unref(device);
         }
         /* Even when ready now, the answer comes from the loop, like every other. */
-        if (processed) {
-                wait->ready_now = true;
+        if (wait->ready_now)
                 (void) sd_event_source_set_time(wait->timeout, 0);
-        }
         *ret = wait;
         return 0;
 }
@@ -190,6 +198,7 @@ UdevWait *udev_wait_free(UdevWait *wait) {
         if (wait->next)
                 wait->next->prev = wait->prev;
         sd_event_source_disable_unref(wait->timeout);
+        free(wait->devnums);
         free(wait);
         return NULL;
 }

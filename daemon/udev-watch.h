@@ -23,11 +23,15 @@ int udev_watch_new(sd_event *event, UdevWatch **ret);
 UdevWatch *udev_watch_free(UdevWatch *w);
 DEFINE_TRIVIAL_CLEANUP_FUNC(UdevWatch *, udev_watch_free);
 
-/* Calls ready once the block device devnum has been processed with cistern's rules; diskseq,
- * when not 0, must be the device's. Looks at udev's database first, then asks udev to process
- * the device again (a "change" uevent), since an event handled before the device's record was
- * written carries nothing of cistern's. The wait is freed after ready ran. */
-int udev_watch_wait(UdevWatch *w, dev_t devnum, uint64_t diskseq, UdevReadyFunc ready, void *userdata, UdevWait **ret);
+/* Asks udev to run its rules on the device again (a "change" uevent): for a device whose
+ * earlier events were handled before its record existed. Safe on any thread. */
+int udev_trigger_change(dev_t devnum);
+
+/* Calls ready once udev's database shows each of the n block devices processed with cistern's
+ * rules: devnums[0] a disk, which must have diskseq, the others its partitions. Looks at the
+ * database first, then at the monitor's events. The wait is freed after ready ran. */
+int udev_watch_wait(UdevWatch *w, const dev_t *devnums, size_t n, uint64_t diskseq, UdevReadyFunc ready, void *userdata,
+                    UdevWait **ret);
 /* Whether any wait is under way. */
 bool udev_watch_busy(UdevWatch *w);
 /* Gives up a wait; ready is not called. */

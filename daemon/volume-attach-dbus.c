@@ -10,6 +10,9 @@
 
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
 
 #include "authorize.h"
 #include "bus-util.h"
@@ -30,6 +33,14 @@ static const OptionSpec attach_spec[] = {
         {}
 };
 
+void volume_set_detached(Volume *v) {
+        v->device = (LoopDevice) {};
+        v->device_on_work = false;
+        v->partitions = mfree(v->partitions);
+        v->n_partitions = 0;
+        volume_emit_changed(v, "Device", "Partitions", NULL);
+}
+
 int volume_check_detached(Volume *v, sd_bus_error *error) {
         char node[LOOP_NODE_MAX];
 
@@ -37,6 +48,35 @@ int volume_check_detached(Volume *v, sd_bus_error *error) {
                 return 0;
         return sd_bus_error_setf(error, ERR_BUSY, "Volume %s/%s is attached as %s; detach it first.",
                                  v->pool->name, v->name, loop_node(&v->device, node));
+}
+
+/* The partition devices of w's new device, from its table, checked first. */
+static int add_partitions(VolumeWork *w) {
+        _cleanup_close_ int fd = loop_open(&w->device, O_RDONLY);
+        char sysname[LOOP_NODE_MAX];
+        uint64_t size;
+        int r;
+
+        if (fd < 0)
+                return fd;
+        if (ioctl(fd, BLKGETSIZE64, &size) < 0)
+                return -errno;
+        r = partitions_read(fd, size, &w->device_partitions, &w->n_device_partitions);
+        if (r < 0)
+                return r;
+        snprintf(sysname, sizeof sysname, "loop%u", w->device.number);
+        return partitions_add(fd, sysname, w->device_partitions, w->n_device_partitions);
+}
+
+/* Takes the device of a failed attach down again. Safe on any thread. */
+static void attach_undo(VolumeWork *w) {
+        int r;
+
+        r = loop_detach(&w->device);
+        if (r < 0 && r != -ESTALE)
+                log_warning_errno(r, "Failed to detach /dev/loop%u again: %m", w->device.number);
+        device_record_remove(w->volume->pool->manager, &w->device);
+        w->device = (LoopDevice) {};
 }
 
 static int attach_work(void *userdata) {
@@ -54,25 +94,16 @@ static int attach_work(void *userdata) {
         r = loop_attach(fd, w->read_only, &w->device);
         if (r < 0)
                 return r;
+        /* The record first, then udev looks at the disk again, then the partitions come: udev
+         * handles a disk's events before those of its partitions, which take the disk's names. */
         r = device_record_write(v, &w->device);
-        if (r < 0) {
-                (void) loop_detach(&w->device);
-                w->device = (LoopDevice) {};
-        }
+        if (r >= 0)
+                r = udev_trigger_change(w->device.devnum);
+        if (r >= 0 && w->partitions)
+                r = add_partitions(w);
+        if (r < 0)
+                attach_undo(w);
         return r;
-}
-
-/* Takes the device of a failed attach down again. */
-static void attach_undo(VolumeWork *w) {
-        Volume *v = w->volume;
-        int r;
-
-        r = loop_detach(&w->device);
-        if (r < 0 && r != -ESTALE)
-                log_warning_errno(r, "Failed to detach /dev/loop%u again: %m", w->device.number);
-        device_record_remove(v->pool->manager, &w->device);
-        v->device = (LoopDevice) {};
-        v->device_on_work = false;
 }
 
 static void attach_ready(int r, void *userdata) {
@@ -83,6 +114,7 @@ static void attach_ready(int r, void *userdata) {
         w->udev_wait = NULL;
         if (r < 0) {
                 attach_undo(w);
+                volume_set_detached(v);
                 if (r == -ETIMEDOUT)
                         (void) sd_bus_reply_method_errorf(w->msg, ERR_FAILED,
                                                           "udev did not process the device in time; is systemd-udevd running?");
@@ -93,7 +125,7 @@ static void attach_ready(int r, void *userdata) {
         }
         log_info("Attached volume %s/%s as %s%s.", v->pool->name, v->name, loop_node(&v->device, node),
                  v->device_read_only ? ", read-only" : "");
-        volume_emit_changed(v, "Device", NULL);
+        volume_emit_changed(v, "Device", "Partitions", NULL);
         (void) sd_bus_reply_method_return(w->msg, "s", node);
         volume_work_free(w, 0);
 }
@@ -102,9 +134,17 @@ static void attach_done(int r, void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
 
+        _cleanup_free_ dev_t *devnums = NULL;
+
         if (r < 0) {
                 if (r == -EBUSY)
                         (void) sd_bus_reply_method_errorf(w->msg, ERR_BUSY, "Other processes took every free loop device first; try again.");
+                else if (r == -EBADMSG)
+                        (void) sd_bus_reply_method_errorf(w->msg, ERR_UNSAFE_IMAGE,
+                                                          "The partition table of volume %s/%s is not safe to expose (entries "
+                                                          "beyond the disk, overlapping, or more than %d); attach it with "
+                                                          "partitions=false for the whole disk only.",
+                                                          v->pool->name, v->name, PARTITIONS_MAX);
                 else
                         volume_work_reply_error(w, r, "Failed to attach the volume");
                 volume_work_free(w, r);
@@ -113,7 +153,19 @@ static void attach_done(int r, void *userdata) {
         v->device = w->device;
         v->device_read_only = w->read_only;
         v->device_on_work = v->state == VOLUME_STARTED;
-        r = udev_watch_wait(v->pool->manager->udev, w->device.devnum, w->device.diskseq, attach_ready, w, &w->udev_wait);
+        v->partitions = TAKE_PTR(w->device_partitions);
+        v->n_partitions = w->n_device_partitions;
+
+        devnums = calloc(v->n_partitions + 1, sizeof *devnums);
+        if (!devnums) {
+                attach_ready(-ENOMEM, w);
+                return;
+        }
+        devnums[0] = v->device.devnum;
+        for (size_t i = 0; i < v->n_partitions; i++)
+                devnums[i + 1] = v->partitions[i].devnum;
+        r = udev_watch_wait(v->pool->manager->udev, devnums, v->n_partitions + 1, v->device.diskseq,
+                            attach_ready, w, &w->udev_wait);
         if (r < 0)
                 attach_ready(r, w);
 }
@@ -154,6 +206,7 @@ int method_attach(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         if (r < 0)
                 return r;
         w->read_only = o.read_only;
+        w->partitions = o.partitions;
         r = volume_work_start(w, attach_work, attach_done, error);
         return r < 0 ? r : 1;
 }
@@ -178,9 +231,7 @@ static void detach_done(int r, void *userdata) {
         else {
                 log_info("Detached volume %s/%s from %s.", v->pool->name, v->name, loop_node(&v->device, node));
                 device_record_remove(v->pool->manager, &v->device);
-                v->device = (LoopDevice) {};
-                v->device_on_work = false;
-                volume_emit_changed(v, "Device", NULL);
+                volume_set_detached(v);
                 (void) sd_bus_reply_method_return(w->msg, NULL);
         }
         volume_work_free(w, r);

@@ -107,7 +107,20 @@ static int property_get_device(sd_bus *bus, const char *path, const char *interf
 
 static int property_get_partitions(sd_bus *bus, const char *path, const char *interface, const char *property,
                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        return sd_bus_message_append(reply, "a(ustts)", 0);
+        Volume *v = userdata;
+        char disk[LOOP_NODE_MAX], node[LOOP_NODE_MAX + 16];
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', "(ustts)");
+        for (size_t i = 0; r >= 0 && i < v->n_partitions; i++) {
+                const Partition *p = &v->partitions[i];
+
+                snprintf(node, sizeof node, "%sp%u", loop_node(&v->device, disk), p->number);
+                r = sd_bus_message_append(reply, "(ustts)", p->number, node, p->start, p->size, p->fstype);
+        }
+        if (r < 0)
+                return r;
+        return sd_bus_message_close_container(reply);
 }
 
 static int property_get_mounts(sd_bus *bus, const char *path, const char *interface, const char *property,

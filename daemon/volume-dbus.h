@@ -15,6 +15,8 @@ int volume_authorize(Volume *v, sd_bus_message *msg, const char *action, sd_bus_
 
 /* Busy when file work on v is in progress. */
 int volume_check_idle(Volume *v, sd_bus_error *error);
+/* Forgets v's device and partitions and says so on the bus. */
+void volume_set_detached(Volume *v);
 /* Busy while v is attached: for what would change the image under its device. */
 int volume_check_detached(Volume *v, sd_bus_error *error);
 

@@ -54,6 +54,7 @@ Volume *volume_free(Volume *v) {
                 return NULL;
         free(v->settings.source);
         free(v->revisions);
+        free(v->partitions);
         free(v->object_path);
         free(v->name);
         free(v);
@@ -525,6 +526,7 @@ VolumeWork *volume_work_free(VolumeWork *w, int result) {
         json_object_put(w->metadata);
         free(w->source_object);
         free(w->staging);
+        free(w->device_partitions);
         free(w->prune);
         free(w);
         return NULL;

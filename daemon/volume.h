@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include "loop.h"
+#include "partition.h"
 #include "pool.h"
 #include "worker.h"
 
@@ -48,6 +49,8 @@ struct Volume {
         LoopDevice device;
         bool device_read_only;
         bool device_on_work;    /* it exposes the working copy, not the committed image */
+        Partition *partitions;  /* the partition devices made for it */
+        size_t n_partitions;
 
         /* Read by volume_stat() from the image the guest sees: the working copy while started. */
         uint64_t size;
@@ -90,7 +93,10 @@ typedef struct VolumeWork {
         int staging_fd;         /* ImportBegin: a read-only fd of it for the session */
         json_object *metadata;  /* volume.json as the outcome left it, being written */
         bool read_only;         /* Attach: the device is read-only */
-        LoopDevice device;      /* Attach: the device made */
+        bool partitions;        /* Attach: with partition devices */
+        LoopDevice device;      /* Attach: the device made... */
+        Partition *device_partitions;   /* ...and its partitions */
+        size_t n_device_partitions;
         struct UdevWait *udev_wait;     /* Attach: for udev to process it */
         uint64_t revision;      /* Revert, RemoveRevision: the revision acted on */
         uint64_t new_revision;  /* Stop, CreateSnapshot, Revert: the id the old image gets, 0 none */
