@@ -11,6 +11,7 @@
 #define ACTION_VOLUME_MODIFY "org.cistern.volume.modify"
 #define ACTION_VOLUME_READ   "org.cistern.volume.read"
 #define ACTION_VOLUME_ATTACH "org.cistern.volume.attach"
+#define ACTION_VOLUME_MOUNT  "org.cistern.volume.mount"
 #define ACTION_JOB_CANCEL    "org.cistern.job.cancel"
 
 /* Asks polkit whether the sender of msg may perform action on a pool (volume NULL) or a volume

@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <libmount.h>
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -12,6 +13,7 @@
 #include "job.h"
 #include "log.h"
 #include "manager.h"
+#include "mount.h"
 #include "names.h"
 #include "pool.h"
 #include "session.h"
@@ -90,6 +92,8 @@ Manager *manager_free(Manager *m) {
         namemap_clear(&m->pools);
         polkit_free(m->polkit);
         udev_watch_free(m->udev);
+        sd_event_source_disable_unref(m->mount_source);
+        mnt_unref_monitor(m->mount_monitor);
         sd_event_source_unref(m->idle_source);
         sd_bus_flush_close_unref(m->bus);
         sd_event_unref(m->event);
@@ -274,6 +278,10 @@ int manager_run(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to load pools: %m");
         device_rediscover(m);
+        mount_rediscover(m);
+        r = mount_watch(m);
+        if (r < 0)
+                log_warning_errno(r, "Cannot follow the mount table: %m");
         r = setup_bus(m);
         if (r < 0)
                 return r;

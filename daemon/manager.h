@@ -53,6 +53,8 @@ typedef struct Manager {
         int registry_fd;        /* <state>/pools: one <name>.json per pool */
         int devices_fd;         /* <runtime>/devices: one record per attached device, for udev's rules */
         struct UdevWatch *udev; /* NULL where udev cannot be watched: nothing can be attached */
+        struct libmnt_monitor *mount_monitor;
+        sd_event_source *mount_source;
 
         NameMap pools;
         struct Session *sessions;       /* import and export sessions, newest first */

@@ -13,8 +13,7 @@
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(blkid_probe, blkid_free_probe);
 
-/* The filesystem libblkid finds in size bytes at offset of fd, into fstype ("" when none). */
-static void probe_fstype(int fd, uint64_t offset, uint64_t size, char *fstype, size_t len) {
+void probe_filesystem(int fd, uint64_t offset, uint64_t size, char *fstype, size_t len) {
         _cleanup_(blkid_free_probep) blkid_probe pr = blkid_new_probe();
         const char *type = NULL;
 
@@ -97,7 +96,7 @@ int partitions_read(int fd, uint64_t size, Partition **ret, size_t *ret_n) {
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n; i++)
-                probe_fstype(fd, p[i].start, p[i].size, p[i].fstype, sizeof p[i].fstype);
+                probe_filesystem(fd, p[i].start, p[i].size, p[i].fstype, sizeof p[i].fstype);
         *ret = TAKE_PTR(p);
         *ret_n = n;
         return 0;
@@ -186,7 +185,7 @@ int partitions_list(int fd, const char *sysname, Partition **ret, size_t *ret_n)
                 p[n].start = read_sysfs_u64(path) * 512;
                 snprintf(path, sizeof path, "/sys/block/%s/%s/size", sysname, de->d_name);
                 p[n].size = read_sysfs_u64(path) * 512;
-                probe_fstype(fd, p[n].start, p[n].size, p[n].fstype, sizeof p[n].fstype);
+                probe_filesystem(fd, p[n].start, p[n].size, p[n].fstype, sizeof p[n].fstype);
                 n++;
         }
         qsort(p, n, sizeof *p, compare_start);

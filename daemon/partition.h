@@ -11,6 +11,10 @@
 
 #define PARTITIONS_MAX 128
 
+/* The filesystem libblkid finds in size bytes (0: to the end) at offset of fd, into fstype: ""
+ * when there is none it knows, or more than one signature. */
+void probe_filesystem(int fd, uint64_t offset, uint64_t size, char *fstype, size_t len);
+
 typedef struct Partition {
         unsigned number;        /* as in the table: 1…, logical MBR partitions from 5 */
         uint64_t start;         /* bytes */

@@ -106,48 +106,52 @@ static int attach_work(void *userdata) {
         return r;
 }
 
+void volume_attach_reply_error(VolumeWork *w, int r) {
+        Volume *v = w->volume;
+
+        if (r == -EBUSY)
+                (void) sd_bus_reply_method_errorf(w->msg, ERR_BUSY, "Other processes took every free loop device first; try again.");
+        else if (r == -EBADMSG)
+                (void) sd_bus_reply_method_errorf(w->msg, ERR_UNSAFE_IMAGE,
+                                                  "The partition table of volume %s/%s is not safe to expose (entries "
+                                                  "beyond the disk, overlapping, or more than %d); attach it with "
+                                                  "partitions=false for the whole disk only.",
+                                                  v->pool->name, v->name, PARTITIONS_MAX);
+        else if (r == -ETIMEDOUT)
+                (void) sd_bus_reply_method_errorf(w->msg, ERR_FAILED,
+                                                  "udev did not process the device in time; is systemd-udevd running?");
+        else
+                volume_work_reply_error(w, r, "Failed to attach the volume");
+}
+
+void volume_work_undo_attach(VolumeWork *w) {
+        attach_undo(w);
+        volume_set_detached(w->volume);
+}
+
 static void attach_ready(int r, void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
         char node[LOOP_NODE_MAX];
 
         w->udev_wait = NULL;
-        if (r < 0) {
-                attach_undo(w);
-                volume_set_detached(v);
-                if (r == -ETIMEDOUT)
-                        (void) sd_bus_reply_method_errorf(w->msg, ERR_FAILED,
-                                                          "udev did not process the device in time; is systemd-udevd running?");
-                else
-                        volume_work_reply_error(w, r, "Failed to attach the volume");
-                volume_work_free(w, r);
-                return;
+        if (r < 0)
+                volume_work_undo_attach(w);
+        else {
+                log_info("Attached volume %s/%s as %s%s.", v->pool->name, v->name, loop_node(&v->device, node),
+                         v->device_read_only ? ", read-only" : "");
+                volume_emit_changed(v, "Device", "Partitions", NULL);
         }
-        log_info("Attached volume %s/%s as %s%s.", v->pool->name, v->name, loop_node(&v->device, node),
-                 v->device_read_only ? ", read-only" : "");
-        volume_emit_changed(v, "Device", "Partitions", NULL);
-        (void) sd_bus_reply_method_return(w->msg, "s", node);
-        volume_work_free(w, 0);
+        w->attached(r, w);
 }
 
 static void attach_done(int r, void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
-
         _cleanup_free_ dev_t *devnums = NULL;
 
         if (r < 0) {
-                if (r == -EBUSY)
-                        (void) sd_bus_reply_method_errorf(w->msg, ERR_BUSY, "Other processes took every free loop device first; try again.");
-                else if (r == -EBADMSG)
-                        (void) sd_bus_reply_method_errorf(w->msg, ERR_UNSAFE_IMAGE,
-                                                          "The partition table of volume %s/%s is not safe to expose (entries "
-                                                          "beyond the disk, overlapping, or more than %d); attach it with "
-                                                          "partitions=false for the whole disk only.",
-                                                          v->pool->name, v->name, PARTITIONS_MAX);
-                else
-                        volume_work_reply_error(w, r, "Failed to attach the volume");
-                volume_work_free(w, r);
+                w->attached(r, w);
                 return;
         }
         v->device = w->device;
@@ -168,6 +172,23 @@ static void attach_done(int r, void *userdata) {
                             attach_ready, w, &w->udev_wait);
         if (r < 0)
                 attach_ready(r, w);
+}
+
+int volume_work_attach(VolumeWork *w, WorkDone then, sd_bus_error *error) {
+        w->attached = then;
+        return volume_work_start(w, attach_work, attach_done, error);
+}
+
+/* Attach's own end: the device's node, or the error. */
+static void attached(int r, void *userdata) {
+        VolumeWork *w = userdata;
+        char node[LOOP_NODE_MAX];
+
+        if (r < 0)
+                volume_attach_reply_error(w, r);
+        else
+                (void) sd_bus_reply_method_return(w->msg, "s", loop_node(&w->volume->device, node));
+        volume_work_free(w, r);
 }
 
 int method_attach(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -207,7 +228,7 @@ int method_attach(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
                 return r;
         w->read_only = o.read_only;
         w->partitions = o.partitions;
-        r = volume_work_start(w, attach_work, attach_done, error);
+        r = volume_work_attach(w, attached, error);
         return r < 0 ? r : 1;
 }
 
@@ -247,6 +268,9 @@ int method_detach(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
                 return r;
         if (!volume_is_attached(v))
                 return sd_bus_error_setf(error, ERR_WRONG_STATE, "Volume %s/%s is not attached.", v->pool->name, v->name);
+        if (v->n_mounts > 0)
+                return sd_bus_error_setf(error, ERR_BUSY, "Volume %s/%s is mounted on %s; unmount it first.",
+                                         v->pool->name, v->name, v->mounts[0].path);
         r = volume_check_idle(v, error);
         if (r < 0)
                 return r;

@@ -125,7 +125,15 @@ static int property_get_partitions(sd_bus *bus, const char *path, const char *in
 
 static int property_get_mounts(sd_bus *bus, const char *path, const char *interface, const char *property,
                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        return sd_bus_message_append(reply, "a(us)", 0);
+        Volume *v = userdata;
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', "(us)");
+        for (size_t i = 0; r >= 0 && i < v->n_mounts; i++)
+                r = sd_bus_message_append(reply, "(us)", v->mounts[i].partition, v->mounts[i].path);
+        if (r < 0)
+                return r;
+        return sd_bus_message_close_container(reply);
 }
 
 int volume_authorize(Volume *v, sd_bus_message *msg, const char *action, sd_bus_error *error) {
@@ -568,6 +576,14 @@ const sd_bus_vtable volume_vtable[] = {
                                 SD_BUS_ARGS("a{sv}", options),
                                 SD_BUS_NO_RESULT,
                                 method_detach, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Mount",
+                                SD_BUS_ARGS("u", partition, "a{sv}", options),
+                                SD_BUS_RESULT("s", mountpoint),
+                                method_mount, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Unmount",
+                                SD_BUS_ARGS("u", partition, "a{sv}", options),
+                                SD_BUS_NO_RESULT,
+                                method_unmount, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Export",
                                 SD_BUS_ARGS("h", fd, "a{sv}", options),
                                 SD_BUS_NO_RESULT,

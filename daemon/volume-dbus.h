@@ -15,6 +15,13 @@ int volume_authorize(Volume *v, sd_bus_message *msg, const char *action, sd_bus_
 
 /* Busy when file work on v is in progress. */
 int volume_check_idle(Volume *v, sd_bus_error *error);
+/* Attaches w's volume as w->read_only and w->partitions say, then calls then(r, w) on the loop:
+ * r 0 once udev has processed the devices, else the failure, with nothing left attached. */
+int volume_work_attach(VolumeWork *w, WorkDone then, sd_bus_error *error);
+/* Answers a failure of volume_work_attach(). */
+void volume_attach_reply_error(VolumeWork *w, int r);
+/* Detaches what volume_work_attach() attached for w. */
+void volume_work_undo_attach(VolumeWork *w);
 /* Forgets v's device and partitions and says so on the bus. */
 void volume_set_detached(Volume *v);
 /* Busy while v is attached: for what would change the image under its device. */
@@ -52,3 +59,5 @@ int method_import_begin(sd_bus_message *msg, void *userdata, sd_bus_error *error
 int method_import_end(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_attach(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_detach(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_mount(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_unmount(sd_bus_message *msg, void *userdata, sd_bus_error *error);

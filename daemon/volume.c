@@ -55,6 +55,9 @@ Volume *volume_free(Volume *v) {
         free(v->settings.source);
         free(v->revisions);
         free(v->partitions);
+        for (size_t i = 0; i < v->n_mounts; i++)
+                free(v->mounts[i].path);
+        free(v->mounts);
         free(v->object_path);
         free(v->name);
         free(v);
@@ -510,6 +513,12 @@ void volume_work_save(VolumeWork *w, WorkDone then) {
                 save_done(save_work(w), w);     /* no room for more work: on the loop, as before */
 }
 
+void volume_work_continue(VolumeWork *w, WorkFunc work, WorkDone done) {
+        w->done = done;
+        if (workers_run(w->volume->pool->manager->workers, work, volume_work_done, w) < 0)
+                done(-EMFILE, w);
+}
+
 VolumeWork *volume_work_free(VolumeWork *w, int result) {
         if (!w)
                 return NULL;
@@ -527,6 +536,7 @@ VolumeWork *volume_work_free(VolumeWork *w, int result) {
         free(w->source_object);
         free(w->staging);
         free(w->device_partitions);
+        free(w->path);
         free(w->prune);
         free(w);
         return NULL;

@@ -13,6 +13,12 @@ typedef enum VolumeState {
         VOLUME_STARTED,
 } VolumeState;
 
+/* A filesystem of an attached volume, mounted at <runtime>/mounts/<pool>/<volume>/<partition>. */
+typedef struct VolumeMount {
+        unsigned partition;     /* 0: the whole device */
+        char *path;
+} VolumeMount;
+
 /* What a volume is, as kept in volume.json. */
 typedef struct VolumeSettings {
         char format[8];         /* "raw" | "qcow2"; recorded at creation, never re-derived */
@@ -51,6 +57,8 @@ struct Volume {
         bool device_on_work;    /* it exposes the working copy, not the committed image */
         Partition *partitions;  /* the partition devices made for it */
         size_t n_partitions;
+        VolumeMount *mounts;    /* its filesystems cisternd mounted */
+        size_t n_mounts;
 
         /* Read by volume_stat() from the image the guest sees: the working copy while started. */
         uint64_t size;
@@ -90,6 +98,7 @@ typedef struct VolumeWork {
         char *source_object;    /* Clone: OBJECT_IMAGE or a revision's object */
         int fd;                 /* Import: the caller's fd; ImportBegin: the fd for the caller */
         char *staging;          /* ImportBegin, ImportEnd: the staging object; discarded unless taken */
+        char *path;             /* Mount: where it mounted */
         int staging_fd;         /* ImportBegin: a read-only fd of it for the session */
         json_object *metadata;  /* volume.json as the outcome left it, being written */
         bool read_only;         /* Attach: the device is read-only */
@@ -98,6 +107,8 @@ typedef struct VolumeWork {
         Partition *device_partitions;   /* ...and its partitions */
         size_t n_device_partitions;
         struct UdevWait *udev_wait;     /* Attach: for udev to process it */
+        WorkDone attached;      /* Attach: what comes next, once it is attached or failed */
+        unsigned partition;     /* Mount, Unmount: 0 the whole device, else a partition */
         uint64_t revision;      /* Revert, RemoveRevision: the revision acted on */
         uint64_t new_revision;  /* Stop, CreateSnapshot, Revert: the id the old image gets, 0 none */
         uint64_t *prune;        /* revisions to delete once the change is done */
@@ -115,6 +126,8 @@ int volume_work_publish_job(VolumeWork *w, uint64_t bytes, sd_bus_error *error);
  * v->operation names the method. On failure w is freed. */
 int volume_work_start(VolumeWork *w, WorkFunc work, WorkDone done, sd_bus_error *error);
 CopyProgress *volume_work_progress(VolumeWork *w);
+/* From a done callback: runs more work for w; done gets -EMFILE when no worker can take it. */
+void volume_work_continue(VolumeWork *w, WorkFunc work, WorkDone done);
 /* In a done callback, once the outcome is applied to the volume: writes its metadata on a
  * worker thread (the fsync may wait behind other writes to the filesystem; the loop must not),
  * then calls then(0, w) on the loop, which replies and frees w. A failed write is logged: the
