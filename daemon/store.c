@@ -571,3 +571,10 @@ const char *json_get_string(json_object *o, const char *key) {
                 return NULL;
         return json_object_get_string(v);
 }
+
+int file_open_for_writing(int fd) {
+        if (fcntl(fd, F_SETLEASE, F_RDLCK) < 0)
+                return errno == EAGAIN ? 1 : -errno;
+        (void) fcntl(fd, F_SETLEASE, F_UNLCK);
+        return 0;
+}

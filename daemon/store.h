@@ -77,6 +77,10 @@ int remove_tree_beneath(int dirfd, const char *name);
  * the first error after trying them all. */
 int store_remove_staging(int dirfd);
 
+/* Whether anyone has the file open as fd (read-only, ours) open for writing or mapped
+ * writable: 1 yes, 0 no. A read lease is refused exactly then. */
+int file_open_for_writing(int fd);
+
 /* Tiny typed accessors for metadata documents: missing keys and values of another type give
  * the default (for json_get_u64(), so do negative integers and doubles). */
 uint64_t json_get_u64(json_object *o, const char *key, uint64_t def);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Volume methods that expose a volume as a block device: Attach and Detach. A raw volume is
+/* Volume methods that give access to a volume's data as a device or an fd: Attach, Detach and
+ * Open. A raw volume is
  * attached as a loop device (the working copy while started, else the committed image), named
  * in the runtime directory's records for udev's rules, and the call returns only once udev has
  * processed the device.
@@ -284,4 +285,45 @@ int method_detach(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
                 return r;
         r = volume_work_start(w, detach_work, detach_done, error);
         return r < 0 ? r : 1;
+}
+
+typedef struct OpenOptions {
+        bool read_only;
+} OpenOptions;
+
+static const OptionSpec open_spec[] = {
+        OPTION("read_only", OPTION_BOOL, OpenOptions, read_only),
+        {}
+};
+
+int method_open(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Volume *v = userdata;
+        OpenOptions o = { .read_only = true };
+        _cleanup_close_ int vdir_fd = -EBADF, fd = -EBADF;
+        int r;
+
+        r = options_read(msg, open_spec, &o, NULL, error);
+        if (r < 0)
+                return r;
+        if (!o.read_only && v->settings.read_only)
+                return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "Volume %s/%s is read-only.", v->pool->name, v->name);
+        if (!o.read_only && v->state != VOLUME_STARTED)
+                return sd_bus_error_setf(error, ERR_WRONG_STATE, "Volume %s/%s is stopped: only its working copy is written; "
+                                         "start it first.", v->pool->name, v->name);
+        r = volume_check_idle(v, error);
+        if (r < 0)
+                return r;
+
+        r = volume_authorize(v, msg, o.read_only ? ACTION_VOLUME_READ : ACTION_VOLUME_MODIFY, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        vdir_fd = volume_open_dir(v);
+        if (vdir_fd < 0)
+                return bus_error_from_errno(error, vdir_fd, "Failed to open the volume");
+        fd = v->pool->driver->object_open(vdir_fd, v->state == VOLUME_STARTED ? OBJECT_WORK : OBJECT_IMAGE,
+                                          o.read_only ? O_RDONLY : O_RDWR);
+        if (fd < 0)
+                return bus_error_from_errno(error, fd, "Failed to open the volume's data");
+        return sd_bus_reply_method_return(msg, "h", fd);
 }

@@ -60,4 +60,5 @@ int method_import_end(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_attach(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_detach(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_mount(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_open(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_unmount(sd_bus_message *msg, void *userdata, sd_bus_error *error);

@@ -205,15 +205,6 @@ int method_import_begin(sd_bus_message *msg, void *userdata, sd_bus_error *error
         return r < 0 ? r : 1;
 }
 
-/* Whether anyone still has fd's file open for writing (or mapped writable): a read lease is
- * refused then. */
-static int open_for_writing(int fd) {
-        if (fcntl(fd, F_SETLEASE, F_RDLCK) < 0)
-                return errno == EAGAIN ? 1 : -errno;
-        (void) fcntl(fd, F_SETLEASE, F_UNLCK);
-        return 0;
-}
-
 static void import_discarded(int r, void *userdata) {
         VolumeWork *w = userdata;
 
@@ -240,7 +231,7 @@ int method_import_end(sd_bus_message *msg, void *userdata, sd_bus_error *error) 
         if (!s)
                 return sd_bus_error_setf(error, ERR_WRONG_STATE, "You do not import into volume %s/%s.", v->pool->name, v->name);
         if (commit) {
-                r = open_for_writing(s->staging_fd);
+                r = file_open_for_writing(s->staging_fd);
                 if (r < 0)
                         return bus_error_from_errno(error, r, "Cannot tell whether the staging image is still open");
                 if (r > 0)

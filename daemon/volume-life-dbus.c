@@ -3,6 +3,7 @@
  * Each validates, authorizes, plans on the loop and hands the file work to a worker thread; the
  * done callback applies the outcome, emits signals and replies. */
 
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 
@@ -12,6 +13,7 @@
 #include "job.h"
 #include "log.h"
 #include "names.h"
+#include "store.h"
 #include "volume-dbus.h"
 
 /* The revision named by id, or a named error. */
@@ -175,6 +177,29 @@ static void stop_done(int r, void *userdata) {
         volume_work_save(w, stopped);
 }
 
+/* A working copy about to be committed must not be written any more: no fd from Open may
+ * still be open for writing, or it would write into the committed image and its revisions. */
+static int check_work_closed(Volume *v, sd_bus_error *error) {
+        _cleanup_close_ int vdir_fd = -EBADF, fd = -EBADF;
+        int r;
+
+        if (v->state != VOLUME_STARTED || !v->settings.save_on_stop)
+                return 0;
+        vdir_fd = volume_open_dir(v);
+        if (vdir_fd < 0)
+                return bus_error_from_errno(error, vdir_fd, "Failed to open the volume");
+        fd = v->pool->driver->object_open(vdir_fd, OBJECT_WORK, O_RDONLY);
+        if (fd < 0)
+                return bus_error_from_errno(error, fd, "Failed to open the working copy");
+        r = file_open_for_writing(fd);
+        if (r < 0)
+                return bus_error_from_errno(error, r, "Cannot tell whether the working copy is still open");
+        if (r > 0)
+                return sd_bus_error_setf(error, ERR_BUSY, "The working copy of volume %s/%s is still open for writing; "
+                                         "close it before stopping the volume.", v->pool->name, v->name);
+        return 0;
+}
+
 int method_stop(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Volume *v = userdata;
         int r;
@@ -182,6 +207,8 @@ int method_stop(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         r = read_call(msg, v, error);
         if (r >= 0)
                 r = volume_check_detached(v, error);
+        if (r >= 0)
+                r = check_work_closed(v, error);
         if (r < 0)
                 return r;
 

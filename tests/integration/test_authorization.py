@@ -116,6 +116,8 @@ class AuthorizationTestCase(harness.CisternTestCase):
                                                        harness.variant_dict(None))),
             "Volume.Detach": (Error.WrongState, lambda c: c.call(volume, VOLUME, "Detach", "a{sv}",
                                                                  harness.variant_dict(None))),
+            "Volume.Open": (denied, lambda c: c.call(volume, VOLUME, "Open", "a{sv}",
+                                                     harness.variant_dict(None))),
             "Volume.Mount": (denied, lambda c: c.call(volume, VOLUME, "Mount", "ua{sv}", 0,
                                                       harness.variant_dict(None))),
             "Volume.Unmount": (Error.WrongState, lambda c: c.call(volume, VOLUME, "Unmount", "ua{sv}", 0,
