@@ -27,15 +27,16 @@
  *         "size": 10737418240, "usage": 0, "state": "stopped", "owner": 1000,
  *         "read_only": false, "save_on_stop": true, "snap_on_start": false,
  *         "source": null, "revisions_to_keep": 1,
- *         "created": 1732241580000000, "outdated": false } ]
- *     "source" is "POOL/VOL" of the volume a snap-on-start volume is started from, or null.
+ *         "created": 1732241580000000, "outdated": false, "device": null } ]
+ *     "source" is "POOL/VOL" of the volume a snap-on-start volume is started from, or null;
+ *     "device" is the block device ("/dev/loop3") while the volume is attached, else null.
  *
  * info POOL/VOL:
  *     the object "list" prints for the volume, plus
  *       "revisions":  [ { "id": "…", "created": 1732241580000000 } ]        (oldest first)
- *       "device":     "/dev/loop3" while attached, else null
- *       "partitions": [ { "number": 1, "device": "/dev/cistern/tank/disk0-part1",
- *                         "start": 1048576, "size": 10736369664, "type": "ext4" } ]
+ *       "partitions": [ { "number": 1, "device": "/dev/loop3p1",
+ *                         "start": 1048576, "size": 10736369664, "fstype": "ext4" } ]
+ *                                              (while attached; "fstype" "" when unknown)
  *       "mounts":     [ { "partition": 1, "mount_point": "/run/cistern/…" } ]  (0: whole device)
  *       "info":       { "format": "raw", "virtual_size": 10737418240, "actual_size": 200704 }
  *                                                                        (Volume.Info, as is)
@@ -43,6 +44,10 @@
  * pool-create, create, clone:
  *     { "object": "/org/cistern/Cistern1/pool/tank" }
  *     the D-Bus object path of the new pool or volume.
+ *
+ * attach POOL/VOL:
+ *     { "device": "/dev/loop3", "partitions": [ … ] }
+ *     "partitions" as in "info", read after the device is ready ([] with --no-partitions).
  *
  * snapshot POOL/VOL:
  *     { "revision": "…" }
@@ -114,6 +119,11 @@ static const Verb verbs[] = {
         { "export",      3, 3,             OPTION_FORMAT | OPTION_NO_SPARSE | OPTION_REVISION,
           VERB_AUTHORIZE, verb_export,
           "export POOL/VOL FILE|- [--format=FORMAT] [--no-sparse] [--revision=REVISION]" },
+        { "attach",      2, 2,             OPTION_READ_ONLY | OPTION_NO_PARTITIONS, VERB_AUTHORIZE,
+          verb_attach,
+          "attach POOL/VOL [--read-only] [--no-partitions]" },
+        { "detach",      2, 2,             0, VERB_AUTHORIZE, verb_detach,
+          "detach POOL/VOL" },
         { "jobs",        1, 1,             0, 0,              verb_jobs,
           "jobs" },
         { "cancel",      2, 2,             0, VERB_AUTHORIZE, verb_cancel,
@@ -135,6 +145,7 @@ enum {
         ARG_REMOVE,
         ARG_NO_SPARSE,
         ARG_SIZE,
+        ARG_NO_PARTITIONS,
         ARG_VERB_OPTION_END,
 
         ARG_VERSION,
@@ -160,6 +171,7 @@ static const struct option options[] = {
         { "remove",            required_argument, NULL, ARG_REMOVE            },
         { "no-sparse",         no_argument,       NULL, ARG_NO_SPARSE         },
         { "size",              required_argument, NULL, ARG_SIZE              },
+        { "no-partitions",     no_argument,       NULL, ARG_NO_PARTITIONS     },
         {}
 };
 
@@ -207,6 +219,12 @@ static void help(void) {
                "  export POOL/VOL FILE|-     Write the volume's image into FILE (created or\n"
                "                             emptied first), or to standard output with -\n"
                "\n"
+               "Block devices:\n"
+               "  attach POOL/VOL            Expose the volume as a block device; prints the\n"
+               "                             device, then each partition's device and its\n"
+               "                             filesystem type, one per line\n"
+               "  detach POOL/VOL            Take the volume's block device away again\n"
+               "\n"
                "Jobs (operations that move data, while they run):\n"
                "  jobs                       List the running jobs and their progress\n"
                "  cancel JOB                 Cancel a job: it leaves no trace\n",
@@ -253,7 +271,13 @@ static void help(void) {
                "     --format=FORMAT         Format to write (default: the volume's own)\n"
                "     --no-sparse             Write the holes of the image as zeros too (default:\n"
                "                             holes stay holes in a regular file)\n"
-               "     --revision=REVISION     Export this revision rather than the current image\n");
+               "     --revision=REVISION     Export this revision rather than the current image\n"
+               "\n"
+               "Options of attach:\n"
+               "     --read-only             Make the device read-only; a stopped volume's always\n"
+               "                             is, a started volume's is writable by default\n"
+               "     --no-partitions         Expose the whole disk only, without a device for\n"
+               "                             each partition\n");
         printf("\n"
                "Pool configuration (KEY=VALUE), by driver:\n"
                "  dir    path=DIR               Existing directory that holds the pool (required)\n"
@@ -362,6 +386,7 @@ static int parse_verb_option(Context *c, int opt, const char *arg) {
         case ARG_PREALLOCATE:     c->preallocate = true;     return 0;
         case ARG_ALLOW_SHRINK:    c->allow_shrink = true;    return 0;
         case ARG_NO_SPARSE:       c->no_sparse = true;       return 0;
+        case ARG_NO_PARTITIONS:   c->no_partitions = true;   return 0;
         case ARG_OWNER:
                 return parse_owner(arg, &c->owner);
         case ARG_SIZE:

@@ -19,6 +19,7 @@ typedef enum VerbOption {
         OPTION_REMOVE            = 1 << 10,
         OPTION_NO_SPARSE         = 1 << 11,
         OPTION_SIZE              = 1 << 12,
+        OPTION_NO_PARTITIONS     = 1 << 13,
 } VerbOption;
 
 /* Options that make a command change something, so that it may need a password. */
@@ -64,6 +65,7 @@ struct Context {
         const char *remove;
         bool no_sparse;
         uint64_t size;                  /* meaningful when OPTION_SIZE is in options_seen */
+        bool no_partitions;
 };
 
 /* Connects to the system bus on first use. Commands parse all their arguments before calling
@@ -93,6 +95,11 @@ int volume_method_call(Context *c, const char *pool, const char *volume, const c
 int volume_call_empty_options(Context *c, const char *arg, const char *member,
                               char **ret_pool, char **ret_volume, sd_bus_message **ret);
 
+/* Parses POOL/VOL and calls a method of it that takes only options, given empty, and returns
+ * nothing; what names the action in the error message ("Failed to <what> volume P/V: …"). With
+ * follow_job, the progress of the job the call starts is shown as bus_call_with_progress() does. */
+int volume_call_simple(Context *c, const char *arg, const char *member, const char *what, bool follow_job);
+
 /* Whether long operations draw a progress bar: on a terminal, and not with --json. */
 bool context_show_progress(const Context *c);
 
@@ -116,5 +123,7 @@ int verb_revert(Context *c, int argc, char *argv[]);
 int verb_clone(Context *c, int argc, char *argv[]);
 int verb_import(Context *c, int argc, char *argv[]);
 int verb_export(Context *c, int argc, char *argv[]);
+int verb_attach(Context *c, int argc, char *argv[]);
+int verb_detach(Context *c, int argc, char *argv[]);
 int verb_jobs(Context *c, int argc, char *argv[]);
 int verb_cancel(Context *c, int argc, char *argv[]);

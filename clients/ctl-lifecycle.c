@@ -7,30 +7,12 @@
 #include "ctl-wait.h"
 #include "output.h"
 
-/* Calls a method of POOL/VOL that takes only options and returns nothing. */
-static int volume_call_simple(Context *c, const char *arg, const char *member, const char *what) {
-        _cleanup_bus_error_free_ sd_bus_error error = SD_BUS_ERROR_NULL;
-        _cleanup_bus_message_unref_ sd_bus_message *m = NULL;
-        _cleanup_free_ char *pool = NULL, *volume = NULL;
-        int r;
-
-        r = volume_call_empty_options(c, arg, member, &pool, &volume, &m);
-        if (r < 0)
-                return r;
-
-        r = bus_call_with_progress(c->bus, m, sd_bus_message_get_path(m), context_show_progress(c),
-                                   &error, NULL);
-        if (r < 0)
-                return log_bus_error(r, &error, "Failed to %s volume %s/%s", what, pool, volume);
-        return 0;
-}
-
 int verb_start(Context *c, int argc, char *argv[]) {
-        return volume_call_simple(c, argv[1], "Start", "start");
+        return volume_call_simple(c, argv[1], "Start", "start", true);
 }
 
 int verb_stop(Context *c, int argc, char *argv[]) {
-        return volume_call_simple(c, argv[1], "Stop", "stop");
+        return volume_call_simple(c, argv[1], "Stop", "stop", true);
 }
 
 int verb_snapshot(Context *c, int argc, char *argv[]) {

@@ -150,12 +150,12 @@ static int revision_json(sd_bus_message *m, json_object **ret) {
 
 static int partition_json(sd_bus_message *m, json_object **ret) {
         _cleanup_json_put_ json_object *o = json_object_new_object();
-        const char *device, *type;
+        const char *device, *fstype;
         uint64_t start, size;
         uint32_t number;
         int r;
 
-        r = sd_bus_message_read(m, "(ustts)", &number, &device, &start, &size, &type);
+        r = sd_bus_message_read(m, "(ustts)", &number, &device, &start, &size, &fstype);
         if (r < 0)
                 return r;
         if (!o ||
@@ -163,7 +163,7 @@ static int partition_json(sd_bus_message *m, json_object **ret) {
             json_add(o, "device", json_object_new_string(device)) < 0 ||
             json_add(o, "start", json_object_new_uint64(start)) < 0 ||
             json_add(o, "size", json_object_new_uint64(size)) < 0 ||
-            json_add(o, "type", json_object_new_string(type)) < 0)
+            json_add(o, "fstype", json_object_new_string(fstype)) < 0)
                 return -ENOMEM;
         *ret = TAKE_PTR(o);
         return 0;

@@ -43,7 +43,7 @@ typedef struct Volume {
         uint64_t created;
         char *device;
         json_object *revisions;         /* [{"id": s, "created": t}] */
-        json_object *partitions;        /* [{"number", "device", "start", "size", "type"}] */
+        json_object *partitions;        /* [{"number", "device", "start", "size", "fstype"}] */
         json_object *mounts;            /* [{"partition", "mount_point"}] */
 
         /* Resolved from the paths above by the caller. */

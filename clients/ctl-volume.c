@@ -6,8 +6,14 @@
 
 #include "cisternctl.h"
 #include "ctl-objects.h"
+#include "ctl-wait.h"
 #include "output.h"
 #include "sizes.h"
+
+/* The block device of an attached volume, NULL when it is not attached. */
+static const char *volume_device(const Volume *v) {
+        return v->device && *v->device ? v->device : NULL;
+}
 
 /* The fields "list" shows for each volume; "info" adds more. */
 static json_object *volume_to_json(const Volume *v) {
@@ -27,7 +33,8 @@ static json_object *volume_to_json(const Volume *v) {
             json_add(o, "source", json_new_string_or_null(v->source)) < 0 ||
             json_add(o, "revisions_to_keep", json_object_new_int64(v->revisions_to_keep)) < 0 ||
             json_add(o, "created", json_object_new_uint64(v->created)) < 0 ||
-            json_add(o, "outdated", json_object_new_boolean(v->outdated)) < 0)
+            json_add(o, "outdated", json_object_new_boolean(v->outdated)) < 0 ||
+            json_add(o, "device", json_new_string_or_null(volume_device(v))) < 0)
                 return NULL;
 
         return TAKE_PTR(o);
@@ -52,7 +59,7 @@ static int list_json(const Objects *objects, const char *pool_path) {
 }
 
 static int list_text(const Objects *objects, const char *pool_path) {
-        static const char *const headers[] = { "POOL", "VOLUME", "FORMAT", "SIZE", "USAGE", "STATE", "OWNER", NULL };
+        static const char *const headers[] = { "POOL", "VOLUME", "FORMAT", "SIZE", "USAGE", "STATE", "OWNER", "DEVICE", NULL };
         _cleanup_table_free_ Table *t = table_new(headers, COLUMN(3) | COLUMN(4));
 
         if (!t)
@@ -65,6 +72,7 @@ static int list_text(const Objects *objects, const char *pool_path) {
                         v->pool_name, v->name, v->format,
                         format_size(size, v->size), format_size(usage, v->usage),
                         v->state, format_owner(owner, sizeof(owner), v->owner),
+                        volume_device(v) ?: "-",
                 };
 
                 if (volume_selected(v, pool_path) && table_add_row(t, row) < 0)
@@ -231,20 +239,28 @@ int volume_call_empty_options(Context *c, const char *arg, const char *member,
         return 0;
 }
 
-int verb_remove(Context *c, int argc, char *argv[]) {
+int volume_call_simple(Context *c, const char *arg, const char *member, const char *what, bool follow_job) {
         _cleanup_bus_error_free_ sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_bus_message_unref_ sd_bus_message *m = NULL;
         _cleanup_free_ char *pool = NULL, *volume = NULL;
         int r;
 
-        r = volume_call_empty_options(c, argv[1], "Remove", &pool, &volume, &m);
+        r = volume_call_empty_options(c, arg, member, &pool, &volume, &m);
         if (r < 0)
                 return r;
 
-        r = bus_call_long(c->bus, m, &error, NULL);
+        if (follow_job)
+                r = bus_call_with_progress(c->bus, m, sd_bus_message_get_path(m), context_show_progress(c),
+                                           &error, NULL);
+        else
+                r = bus_call_long(c->bus, m, &error, NULL);
         if (r < 0)
-                return log_bus_error(r, &error, "Failed to remove volume %s/%s", pool, volume);
+                return log_bus_error(r, &error, "Failed to %s volume %s/%s", what, pool, volume);
         return 0;
+}
+
+int verb_remove(Context *c, int argc, char *argv[]) {
+        return volume_call_simple(c, argv[1], "Remove", "remove", false);
 }
 
 int verb_resize(Context *c, int argc, char *argv[]) {
@@ -281,18 +297,6 @@ int verb_resize(Context *c, int argc, char *argv[]) {
         return 0;
 }
 
-static const char *json_string_of(json_object *o, const char *key) {
-        json_object *v;
-
-        return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : "";
-}
-
-static uint64_t json_u64_of(json_object *o, const char *key) {
-        json_object *v;
-
-        return json_object_object_get_ex(o, key, &v) ? json_object_get_uint64(v) : 0;
-}
-
 /* One line per element of a revisions, partitions or mounts array; "none" when empty. */
 static char *format_list(json_object *array, void (*line)(FILE *f, json_object *e)) {
         size_t n = array ? json_object_array_length(array) : 0, len = 0;
@@ -326,13 +330,13 @@ static void revision_line(FILE *f, json_object *e) {
 
 static void partition_line(FILE *f, json_object *e) {
         char size[FORMAT_SIZE_MAX], start[FORMAT_SIZE_MAX];
-        const char *type = json_string_of(e, "type");
+        const char *fstype = json_string_of(e, "fstype");
 
         fprintf(f, "%" PRIu64 ": %s, %s at %s, %s", json_u64_of(e, "number"),
                 json_string_of(e, "device"),
                 format_size(size, json_u64_of(e, "size")),
                 format_size(start, json_u64_of(e, "start")),
-                *type ? type : "no file system");
+                *fstype ? fstype : "no file system");
 }
 
 static void mount_line(FILE *f, json_object *e) {
@@ -381,7 +385,7 @@ static int info_text_volume(KeyValues *kv, const Volume *v) {
             kv_add(kv, "Created", "%s", format_timestamp(created, sizeof(created), v->created)) < 0 ||
             kv_add(kv, "Revisions to keep", "%" PRIu32, v->revisions_to_keep) < 0 ||
             kv_add_list(kv, "Revisions", v->revisions, revision_line) < 0 ||
-            kv_add(kv, "Device", "%s", v->device && *v->device ? v->device : "-") < 0 ||
+            kv_add(kv, "Device", "%s", volume_device(v) ?: "-") < 0 ||
             kv_add_list(kv, "Partitions", v->partitions, partition_line) < 0 ||
             kv_add_list(kv, "Mounts", v->mounts, mount_line) < 0 ||
             kv_add(kv, "Object", "%s", v->path) < 0)
@@ -442,7 +446,6 @@ static int info_json(const Volume *v, json_object *info) {
 
         if (!o ||
             json_add(o, "revisions", json_object_get(v->revisions) ?: json_object_new_array()) < 0 ||
-            json_add(o, "device", json_new_string_or_null(v->device && *v->device ? v->device : NULL)) < 0 ||
             json_add(o, "partitions", json_object_get(v->partitions) ?: json_object_new_array()) < 0 ||
             json_add(o, "mounts", json_object_get(v->mounts) ?: json_object_new_array()) < 0 ||
             json_add(o, "info", json_object_get(info)) < 0)

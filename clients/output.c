@@ -212,6 +212,18 @@ int json_append(json_object *array, json_object *element) {
         return 0;
 }
 
+const char *json_string_of(json_object *o, const char *key) {
+        json_object *v;
+
+        return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : "";
+}
+
+uint64_t json_u64_of(json_object *o, const char *key) {
+        json_object *v;
+
+        return json_object_object_get_ex(o, key, &v) ? json_object_get_uint64(v) : 0;
+}
+
 json_object *json_new_strv(char **l) {
         _cleanup_json_put_ json_object *a = json_object_new_array();
 

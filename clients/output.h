@@ -50,6 +50,10 @@ json_object *json_new_string_or_null(const char *s);
 /* Appends element to array, which takes it; a NULL element (a failed allocation) is -ENOMEM. */
 int json_append(json_object *array, json_object *element);
 
+/* The string or unsigned number under key in object o; "" or 0 when it is not there. */
+const char *json_string_of(json_object *o, const char *key);
+uint64_t json_u64_of(json_object *o, const char *key);
+
 /* A JSON array of the strings in l, or NULL when out of memory. */
 json_object *json_new_strv(char **l);
 

@@ -25,6 +25,13 @@ fi
 meson compile -C build
 meson install -C build --no-rebuild
 
+# New rules apply to devices from the next uevent on; without a running udevd there is nothing
+# to tell (and attached volumes get no /dev/cistern links until one runs).
+if udevadm control --ping >/dev/null 2>&1; then
+        echo "==> Making udev load cistern's rules"
+        udevadm control --reload
+fi
+
 bus_call() {
         dbus-send --system --print-reply --dest=org.freedesktop.DBus \
                 /org/freedesktop/DBus "org.freedesktop.DBus.$1" "${@:2}"

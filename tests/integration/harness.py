@@ -7,6 +7,12 @@ actions directory and /etc/polkit-1/rules.d (the host's files are never
 written), starts a private dbus-daemon of type "system" and the real polkitd
 against it, and lets the bus activate cisternd from a service file.
 
+Test classes with `needs_udev = True` also get a real systemd-udevd (see
+Environment.start_udevd): a private /run layer holds its database and control
+socket, the rules from the source tree's udev/ and, at /run/cistern, the
+daemon's runtime directory.  udevd still writes its links into the host's /dev,
+so the harness puts back what it changed there when udevd stops.
+
 Test modules subclass CisternTestCase and end with `harness.main()`.  Run one
 file (as root) with, for example:
 
@@ -50,6 +56,10 @@ CISTERND = os.path.join(BUILD_DIR, "daemon", "cisternd")
 CISTERNCTL = os.path.join(BUILD_DIR, "clients", "cisternctl")
 
 DBUS_DAEMON = "/usr/bin/dbus-daemon"
+UDEVD_PATHS = ("/lib/systemd/systemd-udevd", "/usr/lib/systemd/systemd-udevd")
+UDEVADM = "/bin/udevadm"
+UDEV_RULES_SOURCE = os.path.join(SOURCE_DIR, "udev")
+CISTERN_RUN = "/run/cistern"   # where the rules look for device records (SPEC §2 default)
 POLKITD = "/usr/lib/polkit-1/polkitd"
 POLKIT_NAME = "org.freedesktop.PolicyKit1"
 POLKIT_PATH = "/org/freedesktop/PolicyKit1/Authority"
@@ -560,6 +570,115 @@ def file_size(path):
 
 
 # ---------------------------------------------------------------------------
+# Loop devices and udev
+# ---------------------------------------------------------------------------
+
+class UdevUnavailable(Exception):
+    """systemd-udevd cannot run here; the message says why (tests that need it skip)."""
+
+
+def unix_socket_answers(path):
+    """Whether something listens on the unix seqpacket socket at path (udevd's control)."""
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def loop_devices_under(directory):
+    """[(name, backing file)] of the loop devices whose backing file lies below directory."""
+    found = []
+    prefix = os.path.realpath(directory) + "/"
+    for name in sorted(os.listdir("/sys/block")):
+        if not name.startswith("loop"):
+            continue
+        try:
+            with open("/sys/block/%s/loop/backing_file" % name) as f:
+                backing = f.read().strip()
+        except OSError:
+            continue   # no file attached
+        if backing.endswith(" (deleted)"):
+            backing = backing[:-len(" (deleted)")]
+        if backing.startswith(prefix):
+            found.append((name, backing))
+    return found
+
+
+def loop_partitions(device):
+    """Partition numbers of a loop device (/dev/loopN), from sysfs."""
+    name = os.path.basename(device)
+    numbers = []
+    for entry in os.listdir("/sys/block/" + name):
+        if entry.startswith(name + "p") and entry[len(name) + 1:].isdigit():
+            numbers.append(int(entry[len(name) + 1:]))
+    return sorted(numbers)
+
+
+def detach_loop(device, timeout=10):
+    """Delete a loop device's partitions, then detach it; waits until its file is gone.
+
+    Partitions added with BLKPG outlive LOOP_CLR_FD on a device without partscan, so they
+    go first.  A detach while another process (udevd's blkid, say) holds the device open is
+    deferred by the kernel to the last close: hence the wait."""
+    name = os.path.basename(device)
+    if loop_partitions(device):
+        subprocess.run(["partx", "--delete", device], capture_output=True)
+    if not os.path.exists("/sys/block/%s/loop/backing_file" % name):
+        return
+    run_checked(["losetup", "--detach", device])
+    poll_until(lambda: not os.path.exists("/sys/block/%s/loop/backing_file" % name), timeout,
+               "%s to be detached" % device)
+
+
+def dev_snapshot():
+    """{path: (type, mode, uid, gid, rdev, atime, mtime)} of everything in /dev, without
+    other mounts."""
+    entries = {}
+    for dirpath, dirnames, filenames in os.walk("/dev"):
+        dirnames[:] = [d for d in dirnames if not os.path.ismount(os.path.join(dirpath, d))]
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            with contextlib.suppress(FileNotFoundError):
+                st = os.lstat(path)
+                entries[path] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode),
+                                 st.st_uid, st.st_gid, st.st_rdev, st.st_atime_ns,
+                                 st.st_mtime_ns)
+    return entries
+
+
+def dev_restore(before):
+    """Undo in /dev what a udevd did since dev_snapshot() returned `before`.
+
+    /dev is the host's devtmpfs, shared with every namespace: links and directories that
+    appeared go, device nodes get back the owner and mode they had (or, for nodes the kernel
+    made since, the devtmpfs default: root, 0600), and what was there its times."""
+    after = dev_snapshot()
+    for path in sorted(set(after) - set(before), key=lambda p: p.count("/"), reverse=True):
+        kind = after[path][0]
+        with contextlib.suppress(OSError):
+            if kind == stat.S_IFLNK:
+                os.unlink(path)
+            elif kind == stat.S_IFDIR:
+                os.rmdir(path)
+    for path, (kind, mode, uid, gid, rdev, _, _) in after.items():
+        if kind not in (stat.S_IFBLK, stat.S_IFCHR):
+            continue
+        old = before.get(path)
+        want = old[1:4] if old and old[0] == kind and old[4] == rdev else (0o600, 0, 0)
+        if (mode, uid, gid) != want:
+            with contextlib.suppress(OSError):
+                os.chown(path, want[1], want[2])
+                os.chmod(path, want[0])
+    for path, old in before.items():
+        if old[0] != stat.S_IFLNK and path in after:
+            with contextlib.suppress(OSError):
+                os.utime(path, ns=old[5:7], follow_symlinks=False)
+
+
+# ---------------------------------------------------------------------------
 # Scratch filesystems in image files
 # ---------------------------------------------------------------------------
 
@@ -766,7 +885,7 @@ class Environment:
         self.socket = os.path.join(self.tmp, "bus")
         self.address = "unix:path=" + self.socket
         self.logs = {name: os.path.join(self.dirs["logs"], name + ".log")
-                     for name in ("cisternd", "dbus-daemon", "polkitd")}
+                     for name in ("cisternd", "dbus-daemon", "polkitd", "udevd")}
         self.bind_mounts = []
         self.scratch = []
         self.dbus_daemon = None
@@ -776,6 +895,10 @@ class Environment:
         self.client = None
         self.rules = ""
         self.activation_args = None
+        self.udevd = None
+        self.private_run = False
+        self.dev_before_udevd = None
+        self.dev_lock = None
 
     # -- start / stop -------------------------------------------------------
 
@@ -793,8 +916,9 @@ class Environment:
 
     def stop(self):
         """Kill everything started, undo every mount, remove the temp dir."""
-        steps = [self._stop_any_daemon, self._teardown_scratch, self.stop_polkitd,
-                 self._stop_dbus_daemon, self._undo_bind_mounts, self._remove_tmp]
+        steps = [self._stop_any_daemon, self._teardown_scratch, self.detach_leftover_loops,
+                 self.stop_udevd, self.stop_polkitd, self._stop_dbus_daemon,
+                 self._undo_bind_mounts, self._remove_tmp]
         for step in steps:
             try:
                 step()
@@ -1037,11 +1161,191 @@ class Environment:
         if check:
             raise AssertionError("cisternd did not exit within 10 s of SIGTERM")
 
+    # -- systemd-udevd --------------------------------------------------------
+
+    def start_udevd(self):
+        """Start a real systemd-udevd in this namespace (once; later calls check it runs).
+
+        Its database and control socket live in a private /run layer (the host's /run stays
+        as it is), with cistern's rules copied from the source tree into /run/udev/rules.d and
+        the daemon's runtime directory bind-mounted on /run/cistern, where the rules look for
+        device records.  Raises UdevUnavailable when udevd cannot run here."""
+        if self.udevd is not None:
+            if self.udevd.poll() is not None:
+                raise RuntimeError("systemd-udevd exited (%d):\n%s" % (
+                    self.udevd.returncode, file_tail(self.logs["udevd"], 0)[-3000:]))
+            return
+        udevd = next((p for p in UDEVD_PATHS if os.access(p, os.X_OK)), None)
+        if udevd is None or not os.access(UDEVADM, os.X_OK):
+            raise UdevUnavailable("systemd-udevd is not installed (Debian package udev)")
+        rules = sorted(n for n in os.listdir(UDEV_RULES_SOURCE) if n.endswith(".rules")) \
+            if os.path.isdir(UDEV_RULES_SOURCE) else []
+        if not rules:
+            raise UdevUnavailable("no udev rules in %s" % UDEV_RULES_SOURCE)
+        if unix_socket_answers("/run/udev/control"):
+            raise UdevUnavailable("a systemd-udevd already runs on this host; two would both "
+                                  "act on every device")
+        try:
+            self._lock_dev()
+            self._make_private_run()
+            os.mkdir("/run/udev/rules.d", 0o755)
+            for name in rules:
+                shutil.copyfile(os.path.join(UDEV_RULES_SOURCE, name),
+                                os.path.join("/run/udev/rules.d", name))
+            self.dev_before_udevd = dev_snapshot()
+            self._spawn_udevd(udevd)
+        except BaseException:
+            self.stop_udevd()
+            raise
+
+    def _lock_dev(self, timeout=240):
+        """One harness udevd on the machine at a time: every udevd acts on every uevent and
+        writes into the one /dev.  The lock is a flock on /dev itself (nothing is created);
+        the kernel drops it when this process dies."""
+        import fcntl
+        fd = os.open("/dev", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise UdevUnavailable("another test run's systemd-udevd kept /dev for "
+                                          "%d s" % timeout)
+                time.sleep(0.2)
+        self.dev_lock = fd
+
+    def _make_private_run(self):
+        """A tmpfs on /run that shows the host's /run entries through bind mounts, plus our
+        own /run/udev (a tmpfs) and /run/cistern (the runtime directory)."""
+        host_run = os.path.join(self.tmp, "host-run")
+        os.mkdir(host_run)
+        run_checked(["mount", "--rbind", "/run", host_run])
+        try:
+            run_checked(["mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev",
+                         "cistern-it-run", "/run"])
+            self.private_run = True
+            for name in sorted(os.listdir(host_run)):
+                if name in ("udev", "cistern"):
+                    continue
+                source, target = os.path.join(host_run, name), os.path.join("/run", name)
+                if os.path.islink(source):
+                    os.symlink(os.readlink(source), target)
+                    continue
+                # mount(8) itself may have made /run/mount (libmount's utab) meanwhile.
+                if os.path.isdir(source):
+                    os.makedirs(target, exist_ok=True)
+                else:
+                    open(target, "a").close()
+                run_checked(["mount", "--rbind", source, target])
+        finally:
+            run_checked(["umount", "-R", host_run])
+            os.rmdir(host_run)
+        os.mkdir("/run/udev", 0o755)
+        run_checked(["mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev",
+                     "cistern-it-udev", "/run/udev"])
+        os.mkdir(CISTERN_RUN, 0o755)
+        run_checked(["mount", "--bind", self.dirs["run"], CISTERN_RUN])
+
+    def _spawn_udevd(self, udevd):
+        argv = [udevd]
+        if os.environ.get("CISTERN_IT_UDEV_DEBUG"):
+            argv.append("--debug")
+        # Logs to our file, never to the host's kernel log or journal.
+        env = dict(os.environ, SYSTEMD_LOG_TARGET="console")
+        with open(self.logs["udevd"], "ab") as log:
+            self.udevd = subprocess.Popen(argv, stdout=log, stderr=log,
+                                          stdin=subprocess.DEVNULL, env=env)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            if self.udevd.poll() is not None:
+                raise UdevUnavailable("systemd-udevd exited at start (%d): %s" % (
+                    self.udevd.returncode,
+                    file_tail(self.logs["udevd"], 0).strip()[-2000:] or "no output"))
+            ping = subprocess.run([UDEVADM, "control", "--ping", "--timeout=1"],
+                                  capture_output=True, text=True)
+            if ping.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise UdevUnavailable("systemd-udevd does not answer on /run/udev/control: "
+                                      + ping.stderr.strip())
+            time.sleep(0.05)
+
+    def udev_running(self):
+        return self.udevd is not None and self.udevd.poll() is None
+
+    def udev_settle(self, timeout=60):
+        """Wait until our udevd has handled every uevent sent so far (udevadm settle, which
+        talks to /run/udev/control of this namespace)."""
+        if not self.udev_running():
+            raise RuntimeError("systemd-udevd is not running:\n"
+                               + file_tail(self.logs["udevd"], 0)[-3000:])
+        result = subprocess.run([UDEVADM, "settle", "--timeout=%d" % timeout],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError("udevadm settle failed (%d): %s"
+                               % (result.returncode, result.stderr.strip()))
+
+    def udev_trigger(self, syspath, action="change"):
+        """A synthetic uevent for one device; returns once udevd has handled it."""
+        run_checked([UDEVADM, "trigger", "--action=" + action, "--settle", syspath])
+        self.udev_settle()
+
+    def udev_properties(self, devnode):
+        """The device's properties in our udevd's database."""
+        out = run_checked([UDEVADM, "info", "--query=property", "--name=" + devnode])
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def stop_udevd(self):
+        """Stop udevd, put back what it changed in /dev and drop the private /run layer.
+
+        Tests detach their loop devices and settle first, so that udevd itself removes the
+        links it made."""
+        if self.udevd is not None:
+            if self.udevd.poll() is None:
+                with contextlib.suppress(RuntimeError):
+                    self.udev_settle(timeout=30)
+                self.udevd.terminate()
+                try:
+                    self.udevd.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.udevd.kill()
+                    self.udevd.wait()
+            self.udevd = None
+        if self.dev_before_udevd is not None:
+            dev_restore(self.dev_before_udevd)
+            self.dev_before_udevd = None
+        if self.private_run:
+            result = subprocess.run(["umount", "-R", "/run"], capture_output=True, text=True)
+            if result.returncode != 0:
+                run_checked(["umount", "-R", "-l", "/run"])
+            self.private_run = False
+        if self.dev_lock is not None:
+            os.close(self.dev_lock)
+            self.dev_lock = None
+
+    def detach_leftover_loops(self):
+        """Detach loop devices on files of this environment that a test left behind (its
+        partitions first), except those of live scratch filesystems."""
+        keep = {fs.image for fs in self.scratch}
+        detached = False
+        for name, backing in loop_devices_under(self.tmp):
+            if backing in keep:
+                continue
+            print("harness: detaching leftover /dev/%s (%s)" % (name, backing), file=sys.stderr)
+            detach_loop("/dev/" + name)
+            detached = True
+        if detached and self.udev_running():
+            self.udev_settle()
+
     # -- per-test reset -------------------------------------------------------
 
     def reset(self):
         """A stopped daemon, empty state, default activation and rules, polkitd up."""
         self.stop_daemon(check=False)
+        self.detach_leftover_loops()
         if self.rules:
             self.set_polkit_rules("")
         self.start_polkitd()
@@ -1051,11 +1355,19 @@ class Environment:
             self._empty_dir(self.dirs[name])
 
     def _empty_dir(self, directory):
+        """Empties directory, keeping the directory itself (it may be bind-mounted elsewhere,
+        as the runtime directory is on /run/cistern)."""
         for point in mounts_under(directory):
             print("harness: unmounting leftover mount %s" % point, file=sys.stderr)
             run_checked(["umount", "-l", point])
-        shutil.rmtree(directory)
-        os.mkdir(directory, 0o755)
+        for name in os.listdir(directory):
+            path = os.path.join(directory, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        os.chown(directory, 0, 0)
+        os.chmod(directory, 0o755)
 
     def make_scratch_fs(self, fstype="ext4", size=None):
         fs = ScratchFs(self.dirs["scratch"], fstype, size)
@@ -1524,15 +1836,24 @@ class PoolRef:
 
 
 class HarnessTestCase(unittest.TestCase):
-    """Bus + polkitd; no cisternd needed."""
+    """Bus + polkitd; no cisternd needed.  needs_udev: a real systemd-udevd too."""
 
     needs_daemon = False
+    needs_udev = False
 
     @classmethod
     def setUpClass(cls):
         if cls.needs_daemon and not os.access(CISTERND, os.X_OK):
             raise unittest.SkipTest("cisternd is not built at %s" % CISTERND)
         cls.env = environment()
+        if cls.needs_udev:
+            try:
+                cls.env.start_udevd()
+            except UdevUnavailable as e:
+                raise unittest.SkipTest("needs systemd-udevd: %s" % e)
+
+    def udev_settle(self):
+        self.env.udev_settle()
 
     # What AddressSanitizer and UndefinedBehaviorSanitizer print, when cisternd is built
     # with them (e.g. CISTERN_BUILD_DIR=build-asan), however the test itself fared.

@@ -8,6 +8,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import tempfile
@@ -1151,6 +1152,231 @@ class ImportTerminalTest(ImportTestCase):
         self.wait_no_jobs()
         self.assertEqual(self.snapshot_state(), before)
         self.assertEqual(harness.staging_entries(self.p1), [])
+
+
+
+# ---------------------------------------------------------------------------
+# Block devices: attach, detach (SPEC §4.3, §7; cisternctl(1))
+# ---------------------------------------------------------------------------
+
+DISK_SIZE, PART_START, PART_SIZE = 32 * MiB, MiB, 16 * MiB
+PARTITION_KEYS = {"number": int, "device": str, "start": int, "size": int, "fstype": str}
+
+
+def partitioned_image(path):
+    """A disk image at path: a GPT whose partition 1 holds an ext4 filesystem."""
+    with open(path, "wb") as f:
+        f.truncate(DISK_SIZE)
+    subprocess.run(["sfdisk", "--quiet", path], check=True, capture_output=True, text=True,
+                   input="label: gpt\nstart=%d, size=%d\n" % (PART_START // 512, PART_SIZE // 512))
+    part = path + ".part"
+    with open(part, "wb") as f:
+        f.truncate(PART_SIZE)
+    try:
+        harness.run_checked(["mkfs.ext4", "-q", "-F", part])
+        with open(part, "rb") as src, open(path, "r+b") as dst:
+            dst.seek(PART_START)
+            dst.write(src.read())
+    finally:
+        os.unlink(part)
+
+
+def device_read_only(device):
+    with open("/sys/block/%s/ro" % os.path.basename(device)) as f:
+        return f.read().strip() == "1"
+
+
+class AttachUsageTest(CisternctlTestCase):
+    """What fails before any device exists: no udevd needed."""
+
+    def setUp(self):
+        super().setUp()
+        self.pool_create("p1")
+        self.c.create_volume(self.c.get_pool("p1"), "v1", MiB)
+
+    def test_usage_errors(self):
+        for args in (["attach"], ["detach"], ["attach", "p1/v1", "x"], ["detach", "p1/v1", "x"],
+                     ["attach", "v1"], ["attach", "p1/"], ["detach", "/v1"],
+                     ["attach", "p1/v1", "--revision=1"], ["attach", "p1/v1", "--format=raw"],
+                     ["attach", "p1/v1", "--no-partitions=no"],
+                     ["detach", "p1/v1", "--read-only"], ["detach", "p1/v1", "--no-partitions"],
+                     ["create", "p1/v2", "1M", "--no-partitions"]):
+            with self.subTest(args=args):
+                result = self.assert_ctl_fails(*args, expect=EXIT_USAGE)
+                self.assertIn("Try", result.stderr)
+
+    def test_unknown_volumes_fail_and_change_nothing(self):
+        for args in (["attach", "p1/nope"], ["attach", "nope/v1"], ["detach", "p1/nope"],
+                     ["attach", "p1/nope", "--read-only", "--no-partitions"]):
+            with self.subTest(args=args):
+                result = self.assert_ctl_fails(*args)
+                self.assert_names_problem(result, "nope")
+
+    def test_detach_of_a_volume_that_is_not_attached_fails(self):
+        result = self.assert_ctl_fails("detach", "p1/v1")
+        self.assert_names_problem(result, "not attached")
+
+    def test_attach_is_denied_without_authorization(self):
+        self.c.create_volume(self.c.get_pool("p1"), "a", MiB, {"owner": USER_A.uid})
+        for volume in ("v1", "a"):
+            for ask_password in (False, True):
+                with self.subTest(volume=volume, ask_password=ask_password):
+                    result = self.assert_ctl_fails("attach", "p1/" + volume, user=USER_A,
+                                                   ask_password=ask_password)
+                    self.assert_names_problem(result, "authoriz")
+
+
+class AttachTest(CisternctlTestCase):
+    """p1/v1 holds a GPT disk with an ext4 partition; p1/empty is all zeros."""
+
+    needs_udev = True
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.path.exists("/dev/loop-control"):
+            raise unittest.SkipTest("needs loop devices (/dev/loop-control)")
+        for tool in ("sfdisk", "mkfs.ext4", "losetup", "partx"):
+            if shutil.which(tool) is None:
+                raise unittest.SkipTest("%s is not installed" % tool)
+        super().setUpClass()
+
+    def setUp(self):
+        super().setUp()
+        self.pool_create("p1")
+        self.p1_obj = self.c.get_pool("p1")
+        self.v1 = self.c.create_volume(self.p1_obj, "v1", DISK_SIZE)
+        self.c.create_volume(self.p1_obj, "empty", MiB)
+        image = os.path.join(self.env.dirs["scratch"], "disk.img")
+        partitioned_image(image)
+        fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.c.import_(self.v1, fd)
+        finally:
+            os.close(fd)
+            os.unlink(image)
+        # Runs before the daemon stops (cleanups run last in, first out).
+        self.addCleanup(self.detach_everything)
+
+    def detach_everything(self):
+        """Detach, through the service, every volume still attached; then, by hand, any loop
+        device left on a file of the pools."""
+        for path, interfaces in self.c.managed_objects().items():
+            if interfaces.get(VOLUME, {}).get("Device"):
+                with contextlib.suppress(dbus.exceptions.DBusException):
+                    self.c.call(path, VOLUME, "Detach", "a{sv}", {})
+        for name, _ in harness.loop_devices_under(self.env.dirs["pools"]):
+            harness.detach_loop("/dev/" + name)
+        self.udev_settle()
+
+    def attach(self, *args, volume="p1/v1", user=None):
+        """cisternctl attach; returns its output lines."""
+        lines = self.ctl("attach", volume, *args, user=user).stdout.splitlines()
+        self.assertTrue(lines, "attach printed nothing")
+        return lines
+
+    def device(self, volume="v1"):
+        return self.volume_props("p1", volume)["Device"]
+
+    def assert_block_device(self, path):
+        self.assertTrue(stat.S_ISBLK(os.stat(path).st_mode), "%s is no block device" % path)
+
+    def test_attach_prints_the_device_and_its_partitions(self):
+        lines = self.attach()
+        device = self.device()
+        self.assertTrue(device.startswith("/dev/loop"), device)
+        self.assertEqual(lines, [device, device + "p1 ext4"])
+        self.assert_block_device(device)
+        self.assert_block_device(device + "p1")
+        self.assertEqual(harness.loop_partitions(device), [1])
+        # A stopped volume's committed image is attached read-only without being asked.
+        self.assertTrue(device_read_only(device))
+
+    def test_a_disk_without_partitions_prints_the_device_alone(self):
+        self.assertEqual(self.attach(volume="p1/empty"), [self.device("empty")])
+        self.assert_block_device(self.device("empty"))
+
+    def test_attach_json_gives_the_device_and_partitions(self):
+        doc = self.ctl_json("attach", "p1/v1")
+        props = self.volume_props("p1", "v1")
+        self.assertEqual(set(doc), {"device", "partitions"})
+        self.assertEqual(doc["device"], props["Device"])
+        self.assert_block_device(doc["device"])
+        self.assertEqual(len(doc["partitions"]), 1)
+        part = doc["partitions"][0]
+        self.assertEqual(set(part), set(PARTITION_KEYS))
+        for key, kind in PARTITION_KEYS.items():
+            self.assertIsInstance(part[key], kind, key)
+        self.assertEqual(part, {"number": 1, "device": doc["device"] + "p1",
+                                "start": PART_START, "size": PART_SIZE, "fstype": "ext4"})
+        self.assertEqual([tuple(part[k] for k in PARTITION_KEYS)],
+                         [tuple(p) for p in props["Partitions"]])
+
+    def test_no_partitions_exposes_the_whole_disk_only(self):
+        self.assertEqual(self.attach("--no-partitions"), [self.device()])
+        self.assertEqual(harness.loop_partitions(self.device()), [])
+        self.ctl("detach", "p1/v1")
+        doc = self.ctl_json("attach", "p1/v1", "--no-partitions")
+        self.assertEqual(doc, {"device": self.device(), "partitions": []})
+
+    def test_read_only_of_a_started_volume(self):
+        self.c.start_volume(self.v1)
+        device = self.attach("--read-only")[0]
+        self.assertTrue(device_read_only(device))
+        self.ctl("detach", "p1/v1")
+        # Without --read-only the working copy of a started volume is writable.
+        device = self.attach()[0]
+        self.assertFalse(device_read_only(device))
+
+    def test_read_only_of_a_stopped_volume(self):
+        device = self.attach("--read-only")[0]
+        self.assertTrue(device_read_only(device))
+
+    def test_detach_takes_the_device_away(self):
+        device = self.attach()[0]
+        result = self.ctl("--json", "detach", "p1/v1")
+        self.assertEqual((result.stdout, result.stderr), ("", ""))
+        self.assertEqual(self.device(), "")
+        harness.poll_until(lambda: not harness.loop_devices_under(self.env.dirs["pools"]), 10,
+                           "%s to let go of the image" % device)
+        # Detached, the volume can be attached again, and removed once detached.
+        self.attach()
+        self.ctl("detach", "p1/v1")
+        self.ctl("remove", "p1/v1")
+
+    def test_attach_of_an_attached_volume_fails_and_changes_nothing(self):
+        device = self.attach()[0]
+        result = self.assert_ctl_fails("attach", "p1/v1")
+        self.assert_names_problem(result, device, "attached")
+
+    def test_info_and_list_show_the_device(self):
+        before = self.ctl_json("info", "p1/v1")
+        self.assertIsNone(before["device"])
+        self.assertEqual(before["partitions"], [])
+        self.assertIsNone(self.ctl_json("list", "p1")[0]["device"])
+
+        attached = self.ctl_json("attach", "p1/v1")
+        info = self.ctl_json("info", "p1/v1")
+        self.assertEqual(info["device"], attached["device"])
+        self.assertEqual(info["partitions"], attached["partitions"])
+        listed = {v["name"]: v["device"] for v in self.ctl_json("list", "p1")}
+        self.assertEqual(listed, {"v1": attached["device"], "empty": None})
+
+        text = self.ctl("info", "p1/v1").stdout
+        self.assertIn(attached["device"], text)
+        self.assertIn(attached["device"] + "p1", text)
+        self.assertIn("ext4", text)
+        self.assertIn(attached["device"], self.ctl("list").stdout)
+
+    def test_attach_own_rule_lets_a_user_attach_their_volume_only(self):
+        self.c.create_volume(self.p1_obj, "a", MiB, {"owner": USER_A.uid})
+        self.c.create_volume(self.p1_obj, "b", MiB, {"owner": USER_B.uid})
+        self.env.set_polkit_rules(rule_allowing(["org.cistern.volume.attach-own"], USER_A))
+        result = self.assert_ctl_fails("attach", "p1/b", user=USER_A)
+        self.assert_names_problem(result, "authoriz")
+        device = self.attach(volume="p1/a", user=USER_A)[0]
+        self.assertEqual(device, self.device("a"))
+        self.ctl("detach", "p1/a", user=USER_A)
+        self.assertEqual(self.device("a"), "")
 
 
 if __name__ == "__main__":
