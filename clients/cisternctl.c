@@ -49,6 +49,10 @@
  *     { "device": "/dev/loop3", "partitions": [ … ] }
  *     "partitions" as in "info", read after the device is ready ([] with --no-partitions).
  *
+ * mount POOL/VOL [PART]:
+ *     { "partition": 1, "mount_point": "/run/cistern/mounts/tank/disk0/1" }
+ *     the same object as an element of "mounts" in "info" (partition 0: the whole device).
+ *
  * snapshot POOL/VOL:
  *     { "revision": "…" }
  *
@@ -124,6 +128,10 @@ static const Verb verbs[] = {
           "attach POOL/VOL [--read-only] [--no-partitions]" },
         { "detach",      2, 2,             0, VERB_AUTHORIZE, verb_detach,
           "detach POOL/VOL" },
+        { "mount",       2, 3,             OPTION_READ_ONLY, VERB_AUTHORIZE, verb_mount,
+          "mount POOL/VOL [PART] [--read-only]" },
+        { "unmount",     2, 3,             0, VERB_AUTHORIZE, verb_unmount,
+          "unmount POOL/VOL [PART]" },
         { "jobs",        1, 1,             0, 0,              verb_jobs,
           "jobs" },
         { "cancel",      2, 2,             0, VERB_AUTHORIZE, verb_cancel,
@@ -219,11 +227,15 @@ static void help(void) {
                "  export POOL/VOL FILE|-     Write the volume's image into FILE (created or\n"
                "                             emptied first), or to standard output with -\n"
                "\n"
-               "Block devices:\n"
+               "Block devices and filesystems:\n"
                "  attach POOL/VOL            Expose the volume as a block device; prints the\n"
                "                             device, then each partition's device and its\n"
                "                             filesystem type, one per line\n"
                "  detach POOL/VOL            Take the volume's block device away again\n"
+               "  mount POOL/VOL [PART]      Mount the filesystem of partition PART, or of the\n"
+               "                             whole device (0, the default), attaching the\n"
+               "                             volume first if need be; prints the mount point\n"
+               "  unmount POOL/VOL [PART]    Unmount it again; the volume stays attached\n"
                "\n"
                "Jobs (operations that move data, while they run):\n"
                "  jobs                       List the running jobs and their progress\n"
@@ -277,7 +289,12 @@ static void help(void) {
                "     --read-only             Make the device read-only; a stopped volume's always\n"
                "                             is, a started volume's is writable by default\n"
                "     --no-partitions         Expose the whole disk only, without a device for\n"
-               "                             each partition\n");
+               "                             each partition\n"
+               "\n"
+               "Options of mount:\n"
+               "     --read-only             Mount read-only; the filesystem of a stopped volume,\n"
+               "                             or on a read-only device, always is, that of a\n"
+               "                             started volume is writable by default\n");
         printf("\n"
                "Pool configuration (KEY=VALUE), by driver:\n"
                "  dir    path=DIR               Existing directory that holds the pool (required)\n"

@@ -125,5 +125,7 @@ int verb_import(Context *c, int argc, char *argv[]);
 int verb_export(Context *c, int argc, char *argv[]);
 int verb_attach(Context *c, int argc, char *argv[]);
 int verb_detach(Context *c, int argc, char *argv[]);
+int verb_mount(Context *c, int argc, char *argv[]);
+int verb_unmount(Context *c, int argc, char *argv[]);
 int verb_jobs(Context *c, int argc, char *argv[]);
 int verb_cancel(Context *c, int argc, char *argv[]);

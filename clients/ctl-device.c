@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-/* The commands about a volume's block device: attach, detach. */
+/* The commands about a volume's block device and its filesystems: attach, detach, mount,
+ * unmount. */
+
+#include <inttypes.h>
 
 #include "cisternctl.h"
 #include "ctl-objects.h"
@@ -84,4 +87,127 @@ int verb_attach(Context *c, int argc, char *argv[]) {
 
 int verb_detach(Context *c, int argc, char *argv[]) {
         return volume_call_simple(c, argv[1], "Detach", "detach", false);
+}
+
+/* PART, the optional argument after POOL/VOL: a partition number as the partition table has
+ * it, or 0, the default, for a filesystem on the whole device. Whether the partition exists is
+ * for the service to say. */
+static int parse_partition_arg(const Context *c, int argc, char *argv[], uint32_t *ret) {
+        if (argc < 3) {
+                *ret = 0;
+                return 0;
+        }
+        if (parse_uint32(argv[2], ret) < 0)
+                return usage_error(c, "Invalid partition '%s': expected its number, or 0 for the whole device.",
+                                   argv[2]);
+        return 0;
+}
+
+/* What a message about a mount names: "volume P/V" or "partition N of volume P/V". */
+static int mount_target_name(const char *pool, const char *volume, uint32_t partition, char **ret) {
+        char *s;
+        int r;
+
+        /* asprintf() leaves s undefined on failure: *ret is set on success only. */
+        if (partition == 0)
+                r = asprintf(&s, "volume %s/%s", pool, volume);
+        else
+                r = asprintf(&s, "partition %" PRIu32 " of volume %s/%s", partition, pool, volume);
+        if (r < 0)
+                return log_oom();
+        *ret = s;
+        return 0;
+}
+
+/* The same object as one element of "mounts" in the output of info. */
+static int mount_print_json(const char *mount_point, uint32_t partition) {
+        _cleanup_json_put_ json_object *o = json_object_new_object();
+
+        if (!o ||
+            json_add(o, "partition", json_object_new_int64(partition)) < 0 ||
+            json_add(o, "mount_point", json_object_new_string(mount_point)) < 0)
+                return log_oom();
+        return json_print(o);
+}
+
+/* Parses POOL/VOL [PART] and prepares a call of Mount or Unmount, its options still to come. */
+static int mount_call_new(Context *c, int argc, char *argv[], const char *member,
+                          char **ret_what, uint32_t *ret_partition, sd_bus_message **ret) {
+        _cleanup_bus_message_unref_ sd_bus_message *m = NULL;
+        _cleanup_free_ char *pool = NULL, *volume = NULL, *what = NULL;
+        uint32_t partition;
+        int r;
+
+        r = parse_volume_arg(c, argv[1], &pool, &volume);
+        if (r >= 0)
+                r = parse_partition_arg(c, argc, argv, &partition);
+        if (r >= 0)
+                r = mount_target_name(pool, volume, partition, &what);
+        if (r < 0)
+                return r;
+
+        r = volume_method_call(c, pool, volume, member, &m);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "u", partition);
+        if (r < 0)
+                return log_error_errno(r, "Failed to build the call: %s", strerror(-r));
+
+        *ret_what = TAKE_PTR(what);
+        *ret_partition = partition;
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+int verb_mount(Context *c, int argc, char *argv[]) {
+        _cleanup_bus_error_free_ sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_bus_message_unref_ sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_free_ char *what = NULL;
+        const char *mount_point;
+        uint32_t partition;
+        int r;
+
+        r = mount_call_new(c, argc, argv, "Mount", &what, &partition, &m);
+        if (r < 0)
+                return r;
+        /* Without --read-only the service decides: read-only for a stopped volume or a read-only
+         * device, writable otherwise. */
+        if (c->read_only)
+                r = sd_bus_message_append(m, "a{sv}", 1, "read_only", "b", 1);
+        else
+                r = sd_bus_message_append(m, "a{sv}", 0);
+        if (r < 0)
+                return log_error_errno(r, "Failed to build the call: %s", strerror(-r));
+
+        r = bus_call_long(c->bus, m, &error, &reply);
+        if (r < 0)
+                return log_bus_error(r, &error, "Failed to mount %s", what);
+        r = sd_bus_message_read(reply, "s", &mount_point);
+        if (r < 0)
+                return log_error_errno(r, "Failed to parse the reply: %s", strerror(-r));
+
+        if (c->json)
+                return mount_print_json(mount_point, partition);
+        puts(mount_point);
+        return fflush(stdout) == 0 ? 0 : -errno;
+}
+
+int verb_unmount(Context *c, int argc, char *argv[]) {
+        _cleanup_bus_error_free_ sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_bus_message_unref_ sd_bus_message *m = NULL;
+        _cleanup_free_ char *what = NULL;
+        uint32_t partition;
+        int r;
+
+        r = mount_call_new(c, argc, argv, "Unmount", &what, &partition, &m);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "a{sv}", 0);
+        if (r < 0)
+                return log_error_errno(r, "Failed to build the call: %s", strerror(-r));
+
+        r = bus_call_long(c->bus, m, &error, NULL);
+        if (r < 0)
+                return log_bus_error(r, &error, "Failed to unmount %s", what);
+        return 0;
 }

@@ -1181,9 +1181,71 @@ def partitioned_image(path):
         os.unlink(part)
 
 
+def whole_disk_image(path, size):
+    """A disk image at path with no partition table: one ext4 filesystem on all of it."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+    harness.run_checked(["mkfs.ext4", "-q", "-F", path])
+
+
+def mount_options(point):
+    """The per-mount options of the last mount on point, from /proc/self/mountinfo (this
+    namespace is the daemon's too), or None when nothing is mounted there."""
+    options = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4].encode().decode("unicode_escape") == point:
+                options = set(fields[5].split(","))
+    return options
+
+
 def device_read_only(device):
     with open("/sys/block/%s/ro" % os.path.basename(device)) as f:
         return f.read().strip() == "1"
+
+
+class MountUsageTest(CisternctlTestCase):
+    """What fails before anything is attached or mounted: no udevd needed."""
+
+    def setUp(self):
+        super().setUp()
+        self.pool_create("p1")
+        self.c.create_volume(self.c.get_pool("p1"), "v1", MiB)
+
+    def test_usage_errors(self):
+        for args in (["mount"], ["unmount"], ["mount", "p1/v1", "1", "2"],
+                     ["unmount", "p1/v1", "1", "2"], ["mount", "v1"], ["unmount", "p1/"],
+                     ["mount", "p1/v1", "--no-partitions"], ["mount", "p1/v1", "--format=raw"],
+                     ["mount", "p1/v1", "--read-only=yes"], ["unmount", "p1/v1", "--read-only"],
+                     ["mount", "p1/v1", "-1"]):
+            with self.subTest(args=args):
+                result = self.assert_ctl_fails(*args, expect=EXIT_USAGE)
+                self.assertIn("Try", result.stderr)
+
+    def test_bad_partitions_are_usage_errors(self):
+        # Checked before the service is asked anything: p1/nope too is a usage error.
+        for part in ("x", "", "1.5", "+1", " 1", "0x1", "4294967296", "99999999999999999999"):
+            for verb in ("mount", "unmount"):
+                for volume in ("p1/v1", "p1/nope"):
+                    with self.subTest(verb=verb, part=part, volume=volume):
+                        result = self.assert_ctl_fails(verb, volume, part, expect=EXIT_USAGE)
+                        self.assert_names_problem(result, "partition")
+                        self.assertIn("Usage: cisternctl %s POOL/VOL [PART]" % verb,
+                                      result.stderr)
+
+    def test_unknown_volumes_fail_and_change_nothing(self):
+        for args in (["mount", "p1/nope"], ["mount", "nope/v1", "1"], ["unmount", "p1/nope"],
+                     ["unmount", "nope/v1", "2"], ["mount", "p1/nope", "1", "--read-only"]):
+            with self.subTest(args=args):
+                result = self.assert_ctl_fails(*args)
+                self.assert_names_problem(result, "nope")
+
+    def test_unmount_of_what_is_not_mounted_fails(self):
+        for args in (["unmount", "p1/v1"], ["unmount", "p1/v1", "0"], ["unmount", "p1/v1", "3"]):
+            with self.subTest(args=args):
+                result = self.assert_ctl_fails(*args)
+                self.assert_names_problem(result, "not mounted")
 
 
 class AttachUsageTest(CisternctlTestCase):
@@ -1226,8 +1288,9 @@ class AttachUsageTest(CisternctlTestCase):
                     self.assert_names_problem(result, "authoriz")
 
 
-class AttachTest(CisternctlTestCase):
-    """p1/v1 holds a GPT disk with an ext4 partition; p1/empty is all zeros."""
+class DeviceTestCase(CisternctlTestCase):
+    """Real loop devices and udevd. p1/v1 holds a GPT disk with an ext4 partition; p1/empty is
+    all zeros. Whatever a test mounts or attaches goes again at cleanup, even when it fails."""
 
     needs_udev = True
 
@@ -1255,13 +1318,26 @@ class AttachTest(CisternctlTestCase):
             os.close(fd)
             os.unlink(image)
         # Runs before the daemon stops (cleanups run last in, first out).
-        self.addCleanup(self.detach_everything)
+        self.addCleanup(self.release_everything)
 
-    def detach_everything(self):
-        """Detach, through the service, every volume still attached; then, by hand, any loop
-        device left on a file of the pools."""
-        for path, interfaces in self.c.managed_objects().items():
-            if interfaces.get(VOLUME, {}).get("Device"):
+    def release_everything(self):
+        """Unmount and detach, through the service, every volume still mounted or attached;
+        then, by hand, any mount left below the runtime directory and any loop device left on a
+        file of the pools."""
+        volumes = {}
+        with contextlib.suppress(dbus.exceptions.DBusException):
+            volumes = {path: interfaces[VOLUME]
+                       for path, interfaces in self.c.managed_objects().items()
+                       if VOLUME in interfaces}
+        for path, props in volumes.items():
+            for partition, _ in props.get("Mounts", []):
+                with contextlib.suppress(dbus.exceptions.DBusException):
+                    self.c.call(path, VOLUME, "Unmount", "ua{sv}", partition, {})
+        for point in harness.mounts_under(os.path.join(self.env.dirs["run"], "mounts")):
+            if subprocess.run(["umount", point], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "--lazy", point], capture_output=True)
+        for path, props in volumes.items():
+            if props.get("Device"):
                 with contextlib.suppress(dbus.exceptions.DBusException):
                     self.c.call(path, VOLUME, "Detach", "a{sv}", {})
         for name, _ in harness.loop_devices_under(self.env.dirs["pools"]):
@@ -1279,6 +1355,9 @@ class AttachTest(CisternctlTestCase):
 
     def assert_block_device(self, path):
         self.assertTrue(stat.S_ISBLK(os.stat(path).st_mode), "%s is no block device" % path)
+
+
+class AttachTest(DeviceTestCase):
 
     def test_attach_prints_the_device_and_its_partitions(self):
         lines = self.attach()
@@ -1377,6 +1456,173 @@ class AttachTest(CisternctlTestCase):
         self.assertEqual(device, self.device("a"))
         self.ctl("detach", "p1/a", user=USER_A)
         self.assertEqual(self.device("a"), "")
+
+
+class MountTest(DeviceTestCase):
+    """cisternctl mount and unmount on real loop devices; p1/whole holds ext4 on the whole
+    disk."""
+
+    def setUp(self):
+        super().setUp()
+        self.whole = self.c.create_volume(self.p1_obj, "whole", 16 * MiB)
+        image = os.path.join(self.env.dirs["scratch"], "whole.img")
+        whole_disk_image(image, 16 * MiB)
+        fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.c.import_(self.whole, fd)
+        finally:
+            os.close(fd)
+            os.unlink(image)
+
+    def mounts(self, volume="v1"):
+        return [(int(p), str(point)) for p, point in self.volume_props("p1", volume)["Mounts"]]
+
+    def mount(self, *args, volume="p1/v1", user=None):
+        """cisternctl mount; returns the one line it printed, the mount point."""
+        lines = self.ctl("mount", volume, *args, user=user).stdout.splitlines()
+        self.assertEqual(len(lines), 1, "mount printed %r" % lines)
+        return lines[0]
+
+    def assert_hardened_mount(self, point, read_only):
+        self.assertTrue(os.path.isabs(point), point)
+        self.assertTrue(os.path.ismount(point), "%s is no mount point" % point)
+        options = mount_options(point)
+        self.assertLessEqual({"nosuid", "nodev", "noexec"}, options, point)
+        self.assertIn("ro" if read_only else "rw", options, point)
+
+    def assert_unmounted(self, point, volume="v1"):
+        self.assertFalse(os.path.ismount(point), "%s is still a mount point" % point)
+        self.assertIsNone(mount_options(point))
+        self.assertEqual(self.mounts(volume), [])
+
+    def test_mount_of_a_partition_of_a_started_volume(self):
+        self.c.start_volume(self.v1)
+        self.assertEqual(self.device(), "")
+        point = self.mount("1")
+        self.assert_hardened_mount(point, read_only=False)
+        self.assertEqual(self.mounts(), [(1, point)])
+        self.assertTrue(os.path.isdir(os.path.join(point, "lost+found")))
+        # The service attached the volume for the mount, writable since it is started.
+        device = self.device()
+        self.assertTrue(device.startswith("/dev/loop"), device)
+        self.assertFalse(device_read_only(device))
+
+        result = self.ctl("unmount", "p1/v1", "1")
+        self.assertEqual((result.stdout, result.stderr), ("", ""))
+        self.assert_unmounted(point)
+        # The device stays attached until detach.
+        self.assertEqual(self.device(), device)
+        self.ctl("detach", "p1/v1")
+        self.assertEqual(self.device(), "")
+
+    def test_part_defaults_to_the_whole_device(self):
+        self.c.start_volume(self.whole)
+        point = self.mount(volume="p1/whole")
+        self.assert_hardened_mount(point, read_only=False)
+        self.assertEqual(self.mounts("whole"), [(0, point)])
+        self.ctl("unmount", "p1/whole")
+        self.assert_unmounted(point, "whole")
+        # 0 names the whole device as well.
+        point = self.mount("0", volume="p1/whole")
+        self.assertEqual(self.mounts("whole"), [(0, point)])
+        self.ctl("unmount", "p1/whole", "0")
+        self.assert_unmounted(point, "whole")
+
+    def test_mount_json_gives_the_element_info_lists(self):
+        self.c.start_volume(self.v1)
+        doc = self.ctl_json("mount", "p1/v1", "1")
+        self.assertEqual(set(doc), {"partition", "mount_point"})
+        self.assertIsInstance(doc["partition"], int)
+        self.assertIsInstance(doc["mount_point"], str)
+        self.assertEqual(doc["partition"], 1)
+        self.assert_hardened_mount(doc["mount_point"], read_only=False)
+        self.assertEqual(self.ctl_json("info", "p1/v1")["mounts"], [doc])
+        text = self.ctl("info", "p1/v1").stdout
+        self.assertIn("partition 1 on " + doc["mount_point"], text)
+
+        result = self.ctl("--json", "unmount", "p1/v1", "1")
+        self.assertEqual((result.stdout, result.stderr), ("", ""))
+        self.assert_unmounted(doc["mount_point"])
+        self.assertEqual(self.ctl_json("info", "p1/v1")["mounts"], [])
+
+        doc = self.ctl_json("mount", "p1/whole")
+        self.assertEqual(doc["partition"], 0)
+        self.assertEqual(self.ctl_json("info", "p1/whole")["mounts"], [doc])
+
+    def test_read_only(self):
+        self.c.start_volume(self.v1)
+        point = self.mount("1", "--read-only")
+        self.assert_hardened_mount(point, read_only=True)
+        self.ctl("unmount", "p1/v1", "1")
+        # A stopped volume's filesystem is read-only without being asked.
+        point = self.mount(volume="p1/whole")
+        self.assert_hardened_mount(point, read_only=True)
+        self.assertTrue(device_read_only(self.device("whole")))
+
+    def test_mount_of_an_attached_volume_uses_its_device(self):
+        device = self.attach()[0]
+        point = self.mount("1")
+        self.assert_hardened_mount(point, read_only=True)
+        self.assertEqual(self.device(), device)
+        result = self.assert_ctl_fails("detach", "p1/v1")
+        self.assert_names_problem(result, "mounted")
+        self.ctl("unmount", "p1/v1", "1")
+        self.ctl("detach", "p1/v1")
+
+    def test_unknown_partition_fails_and_changes_nothing(self):
+        # Not attached: the device attached for the mount goes again.
+        for part in ("2", "4294967295"):
+            with self.subTest(part=part, attached=False):
+                result = self.assert_ctl_fails("mount", "p1/v1", part)
+                self.assert_names_problem(result, "partition " + part)
+                self.assertEqual(self.device(), "")
+        # Attached: it stays so.
+        device = self.attach()[0]
+        result = self.assert_ctl_fails("mount", "p1/v1", "2")
+        self.assert_names_problem(result, "partition 2")
+        self.assertEqual(self.device(), device)
+        self.assertEqual(self.mounts(), [])
+
+    def test_second_mount_and_unmount_fail(self):
+        point = self.mount("1")
+        result = self.assert_ctl_fails("mount", "p1/v1", "1")
+        self.assert_names_problem(result, point, "already")
+        self.ctl("unmount", "p1/v1", "1")
+        result = self.assert_ctl_fails("unmount", "p1/v1", "1")
+        self.assert_names_problem(result, "not mounted")
+
+    def test_unmount_while_in_use_fails_and_keeps_the_mount(self):
+        point = self.mount("1")
+        cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.chdir(point)
+            result = self.assert_ctl_fails("unmount", "p1/v1", "1")
+        finally:
+            os.fchdir(cwd)
+            os.close(cwd)
+        self.assert_names_problem(result, "in use")
+        self.assertTrue(os.path.ismount(point))
+        self.ctl("unmount", "p1/v1", "1")
+        self.assert_unmounted(point)
+
+    def test_whole_device_without_a_filesystem_fails(self):
+        # The whole GPT disk holds a partition table, no filesystem.
+        result = self.assert_ctl_fails("mount", "p1/v1")
+        self.assert_names_problem(result, "filesystem")
+        self.assertEqual(self.device(), "")
+
+    def test_mount_is_denied_without_authorization(self):
+        self.c.create_volume(self.p1_obj, "a", MiB, {"owner": USER_A.uid})
+        for volume in ("p1/whole", "p1/a"):
+            for ask_password in (False, True):
+                with self.subTest(volume=volume, ask_password=ask_password):
+                    result = self.assert_ctl_fails("mount", volume, user=USER_A,
+                                                   ask_password=ask_password)
+                    self.assert_names_problem(result, "authoriz")
+        point = self.mount(volume="p1/whole")
+        result = self.assert_ctl_fails("unmount", "p1/whole", user=USER_A)
+        self.assert_names_problem(result, "authoriz")
+        self.assertTrue(os.path.ismount(point))
 
 
 if __name__ == "__main__":
