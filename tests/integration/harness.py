@@ -352,6 +352,14 @@ class Cistern:
     def import_end(self, volume_obj, commit, options=None):
         self.call(volume_obj, VOLUME, "ImportEnd", "ba{sv}", commit, variant_dict(options))
 
+    # Block devices (SPEC §4.3)
+    def attach(self, volume_obj, options=None):
+        """Attach; returns the device node ("/dev/loopN")."""
+        return str(self.call(volume_obj, VOLUME, "Attach", "a{sv}", variant_dict(options)))
+
+    def detach(self, volume_obj, options=None):
+        self.call(volume_obj, VOLUME, "Detach", "a{sv}", variant_dict(options))
+
 
 @dataclasses.dataclass
 class Outcome:
