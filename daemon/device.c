@@ -13,27 +13,102 @@
 #include "store.h"
 
 #define RECORD_MAX 256  /* two names of at most 64 characters and their keys */
+#define CLAIM_NAME_MAX sizeof("loop4294967295")
 
 static void record_name(const LoopDevice *d, char buf[static 21]) {
         snprintf(buf, 21, "%" PRIu64, d->diskseq);
 }
 
-int device_record_write(Volume *v, const LoopDevice *d) {
+static int record_write(Volume *v, const char *name) {
         _cleanup_free_ char *text = NULL;
-        char name[21];
 
-        record_name(d, name);
         if (asprintf(&text, "CISTERN_POOL=%s\nCISTERN_VOLUME=%s\n", v->pool->name, v->name) < 0)
                 return -ENOMEM;
         return store_write_file(v->pool->manager->devices_fd, name, text);
 }
 
-void device_record_remove(Manager *m, const LoopDevice *d) {
+static void claim_name(unsigned number, char buf[static CLAIM_NAME_MAX]) {
+        snprintf(buf, CLAIM_NAME_MAX, "loop%u", number);
+}
+
+static void claim_remove(Manager *m, unsigned number) {
+        char name[CLAIM_NAME_MAX];
+
+        claim_name(number, name);
+        if (unlinkat(m->devices_fd, name, 0) < 0 && errno != ENOENT)
+                log_warning_errno(errno, "Failed to remove device claim %s: %m", name);
+}
+
+static int claim(unsigned number, bool claimed, void *userdata) {
+        Volume *v = userdata;
+        char name[CLAIM_NAME_MAX];
+
+        if (!claimed) {
+                claim_remove(v->pool->manager, number);
+                return 0;
+        }
+        claim_name(number, name);
+        return record_write(v, name);
+}
+
+int device_attach(Volume *v, int backing_fd, bool read_only, LoopDevice *ret) {
+        char name[21];
+        int r;
+
+        r = loop_attach(backing_fd, read_only, claim, v, ret);
+        if (r < 0)
+                return r;
+        /* The record first, then the claim goes: one of them is there for every uevent. */
+        record_name(ret, name);
+        r = record_write(v, name);
+        claim_remove(v->pool->manager, ret->number);
+        if (r < 0) {
+                int k = loop_detach(ret);
+                if (k < 0)
+                        log_warning_errno(k, "Failed to detach /dev/loop%u again: %m", ret->number);
+        }
+        return r;
+}
+
+static void record_remove(Manager *m, const LoopDevice *d) {
         char name[21];
 
         record_name(d, name);
         if (unlinkat(m->devices_fd, name, 0) < 0 && errno != ENOENT)
                 log_warning_errno(errno, "Failed to remove device record %s: %m", name);
+}
+
+void device_release(Manager *m, const LoopDevice *d) {
+        LoopDevice *a;
+
+        if (!loop_is_bound(d)) {
+                record_remove(m, d);
+                return;
+        }
+        a = reallocarray(m->released, m->n_released + 1, sizeof *a);
+        if (!a) {
+                /* Better a record that lingers until the next start than one gone too early. */
+                log_oom();
+                return;
+        }
+        m->released = a;
+        m->released[m->n_released++] = *d;
+        log_debug("/dev/loop%u is still open elsewhere; its record goes when it is let go.", d->number);
+}
+
+void device_on_uevent(dev_t devnum, void *userdata) {
+        Manager *m = userdata;
+
+        for (size_t i = 0; i < m->n_released;) {
+                LoopDevice *d = &m->released[i];
+
+                if (d->devnum != devnum || loop_is_bound(d)) {
+                        i++;
+                        continue;
+                }
+                record_remove(m, d);
+                *d = m->released[--m->n_released];
+        }
 }
 
 /* The value of key in a record's text, copied into buf. */
@@ -138,7 +213,7 @@ static void rediscover_one(Manager *m, const char *name) {
                 r = loop_identify(d.number, &d, &dev, &ino);
         if (r < 0) {
                 log_debug("Device of record %s is gone.", name);
-                device_record_remove(m, &d);
+                record_remove(m, &d);
                 return;
         }
         if (v && !volume_is_attached(v)) {
@@ -167,12 +242,14 @@ static void rediscover_one(Manager *m, const char *name) {
                 log_warning_errno(r, "Failed to detach /dev/loop%u, keeping its record: %m", d.number);
                 return;
         }
-        device_record_remove(m, &d);
+        device_release(m, &d);
 }
 
 void device_rediscover(Manager *m) {
         _cleanup_(closedirp) DIR *d = NULL;
         struct dirent *de;
+
+        unsigned number;
 
         (void) store_remove_staging(m->devices_fd);
         if (opendir_beneath(m->devices_fd, ".", &d) < 0)
@@ -180,4 +257,7 @@ void device_rediscover(Manager *m) {
         while ((de = readdir(d)))
                 if (de->d_name[0] >= '1' && de->d_name[0] <= '9' && strspn(de->d_name, "0123456789") == strlen(de->d_name))
                         rediscover_one(m, de->d_name);
+                else if (sscanf(de->d_name, "loop%u", &number) == 1)
+                        /* A claim an attach left when the daemon died in the midst of it. */
+                        claim_remove(m, number);
 }

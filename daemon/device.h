@@ -8,11 +8,23 @@
  * environment-file format. udev's rules read it (CISTERN_POOL, CISTERN_VOLUME) to name the
  * device /dev/cistern/<pool>/<volume>; cisternd reads them all at start to find its devices
  * again. A diskseq is never reused before a reboot empties /run, so a record can only ever
- * describe the device it was written for. */
+ * describe the device it was written for.
+ *
+ * The diskseq is known only once the device is configured, and the kernel's own "change" uevent
+ * of LOOP_CONFIGURE may reach udev before the record exists. So an attach first claims the free
+ * device by its name, <runtime>/devices/loop<N> (same text), for which the rules keep the host's
+ * hands off the content too; the claim goes once the record is written. */
 
-/* Written after the device is configured and before udev is asked to look at it. */
-int device_record_write(Volume *v, const LoopDevice *d);
-void device_record_remove(Manager *m, const LoopDevice *d);
+/* Attaches backing_fd for v as a loop device (loop_attach()) and writes its record; -errno
+ * with nothing left behind. udev has not been asked to look at it yet. */
+int device_attach(Volume *v, int backing_fd, bool read_only, LoopDevice *ret);
+
+/* After d was detached (loop_detach()), its record goes: now, or, when another process still
+ * holds d open and the kernel has only promised to let go of it on the last close, once udev
+ * reports that has happened — until then, udev's rules must still see the record. Loop only. */
+void device_release(Manager *m, const LoopDevice *d);
+/* The udev watch's handler: finishes device_release() for devnum. */
+void device_on_uevent(dev_t devnum, void *userdata);
 
 /* At start, once the pools are loaded: gives each volume the device its record names, when that
  * device still exists and is backed by the volume's image or working copy; detaches devices

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <pthread.h>
 #include <linux/loop.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
@@ -40,8 +41,10 @@ static int open_number(unsigned number, int flags) {
         return fd < 0 ? -errno : fd;
 }
 
-/* One try: a free device, configured with backing_fd. -EBUSY when another process took it. */
-static int attach_once(int control_fd, const struct loop_config *config, LoopDevice *ret) {
+/* One try: a free device, claimed, then configured with backing_fd. -EBUSY when another process
+ * took it first. */
+static int attach_once(int control_fd, const struct loop_config *config, LoopClaimFunc claim, void *userdata,
+                       LoopDevice *ret) {
         _cleanup_close_ int fd = -EBADF;
         struct loop_config c = *config;
         int number, r;
@@ -52,21 +55,28 @@ static int attach_once(int control_fd, const struct loop_config *config, LoopDev
         fd = open_number((unsigned) number, (c.info.lo_flags & LO_FLAGS_READ_ONLY ? O_RDONLY : O_RDWR));
         if (fd < 0)
                 return fd;
-        if (ioctl(fd, LOOP_CONFIGURE, &c) < 0) {
-                if (errno != EINVAL || !(c.info.lo_flags & LO_FLAGS_DIRECT_IO))
-                        return -errno;
+        r = claim(number, true, userdata);
+        if (r < 0)
+                return r;
+        r = ioctl(fd, LOOP_CONFIGURE, &c) < 0 ? -errno : 0;
+        if (r == -EINVAL && (c.info.lo_flags & LO_FLAGS_DIRECT_IO)) {
                 /* The backing filesystem cannot do direct I/O (tmpfs): buffered, then. */
                 c.info.lo_flags &= ~LO_FLAGS_DIRECT_IO;
-                if (ioctl(fd, LOOP_CONFIGURE, &c) < 0)
-                        return -errno;
+                r = ioctl(fd, LOOP_CONFIGURE, &c) < 0 ? -errno : 0;
         }
-        r = loop_read_identity(fd, (unsigned) number, ret);
+        if (r >= 0) {
+                r = loop_read_identity(fd, (unsigned) number, ret);
+                if (r < 0)
+                        (void) ioctl(fd, LOOP_CLR_FD);
+        }
         if (r < 0)
-                (void) ioctl(fd, LOOP_CLR_FD);
+                (void) claim(number, false, userdata);
         return r;
 }
 
-int loop_attach(int backing_fd, bool read_only, LoopDevice *ret) {
+int loop_attach(int backing_fd, bool read_only, LoopClaimFunc claim, void *userdata, LoopDevice *ret) {
+        /* Two threads may be handed the same free number; only one of them may claim it. */
+        static pthread_mutex_t attach_lock = PTHREAD_MUTEX_INITIALIZER;
         _cleanup_close_ int control_fd = -EBADF;
         struct loop_config config = {
                 .fd = (uint32_t) backing_fd,
@@ -77,8 +87,10 @@ int loop_attach(int backing_fd, bool read_only, LoopDevice *ret) {
         control_fd = open("/dev/loop-control", O_RDWR | O_CLOEXEC | O_NOCTTY);
         if (control_fd < 0)
                 return -errno;
+        pthread_mutex_lock(&attach_lock);
         for (unsigned i = 0; i < LOOP_ATTACH_TRIES && r == -EBUSY; i++)
-                r = attach_once(control_fd, &config, ret);
+                r = attach_once(control_fd, &config, claim, userdata, ret);
+        pthread_mutex_unlock(&attach_lock);
         if (r == -EBUSY)
                 log_debug("Another process took each of %u free loop devices first.", LOOP_ATTACH_TRIES);
         return r;
@@ -118,6 +130,13 @@ int loop_detach(const LoopDevice *d) {
         if (ioctl(fd, LOOP_CLR_FD) < 0)
                 return errno == ENXIO ? -ESTALE : -errno;
         return 0;
+}
+
+bool loop_is_bound(const LoopDevice *d) {
+        _cleanup_close_ int fd = loop_open(d, O_RDONLY);
+        struct loop_info64 info;
+
+        return fd >= 0 && ioctl(fd, LOOP_GET_STATUS64, &info) >= 0;
 }
 
 int loop_set_capacity(const LoopDevice *d) {

@@ -20,12 +20,17 @@ typedef struct LoopDevice {
 #define LOOP_NODE_MAX sizeof("/dev/loop4294967295")
 char *loop_node(const LoopDevice *d, char buf[static LOOP_NODE_MAX]);
 
+/* Called with the number of the free device about to be configured (claimed true) before
+ * LOOP_CONFIGURE, and again (claimed false) when configuring it failed. */
+typedef int (*LoopClaimFunc)(unsigned number, bool claimed, void *userdata);
+
 /* Attaches the file open as backing_fd to a free loop device with LOOP_CONFIGURE, atomically:
  * read-only when asked, with direct I/O where the backing filesystem allows it. Another process
  * may take the free device between LOOP_CTL_GET_FREE and LOOP_CONFIGURE; that is retried up to
- * LOOP_ATTACH_TRIES times, then -EBUSY. */
+ * LOOP_ATTACH_TRIES times, then -EBUSY. Attaches within the process take turns from
+ * LOOP_CTL_GET_FREE to LOOP_CONFIGURE, so a number is claimed by one of them at a time. */
 #define LOOP_ATTACH_TRIES 64
-int loop_attach(int backing_fd, bool read_only, LoopDevice *ret);
+int loop_attach(int backing_fd, bool read_only, LoopClaimFunc claim, void *userdata, LoopDevice *ret);
 
 /* Opens d with flags, or -ESTALE when the device no longer has d's diskseq. */
 int loop_open(const LoopDevice *d, int flags);
@@ -34,6 +39,10 @@ int loop_open(const LoopDevice *d, int flags);
  * it or a partition is mounted or otherwise claimed exclusively). A device that some process
  * still holds open goes once it is closed. */
 int loop_detach(const LoopDevice *d);
+
+/* Whether d is still configured with a backing file: after loop_detach(), until the last other
+ * process that held it open closes it. */
+bool loop_is_bound(const LoopDevice *d);
 
 /* Makes d's size follow its backing file's. */
 int loop_set_capacity(const LoopDevice *d);

@@ -92,6 +92,7 @@ Manager *manager_free(Manager *m) {
         namemap_clear(&m->pools);
         polkit_free(m->polkit);
         udev_watch_free(m->udev);
+        free(m->released);
         sd_event_source_disable_unref(m->mount_source);
         mnt_unref_monitor(m->mount_monitor);
         sd_event_source_unref(m->idle_source);
@@ -225,7 +226,7 @@ static int setup_event(Manager *m) {
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
         (void) sigprocmask(SIG_BLOCK, &mask, NULL);
-        r = udev_watch_new(m->event, &m->udev);
+        r = udev_watch_new(m->event, device_on_uevent, m, &m->udev);
         if (r < 0)
                 log_warning_errno(r, "Cannot watch udev, volumes cannot be attached: %m");
         r = workers_new(m->event, m->limits.max_workers, m->limits.max_work, &m->workers);

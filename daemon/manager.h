@@ -4,6 +4,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "loop.h"
 #include "namemap.h"
 #include "polkit.h"
 #include "worker.h"
@@ -53,6 +54,8 @@ typedef struct Manager {
         int registry_fd;        /* <state>/pools: one <name>.json per pool */
         int devices_fd;         /* <runtime>/devices: one record per attached device, for udev's rules */
         struct UdevWatch *udev; /* NULL where udev cannot be watched: nothing can be attached */
+        LoopDevice *released;   /* detached, but still held open by another process: their */
+        size_t n_released;      /* records go once the kernel lets them go (device_release()) */
         struct libmnt_monitor *mount_monitor;
         sd_event_source *mount_source;
 

@@ -28,6 +28,8 @@ struct UdevWatch {
         struct udev_monitor *monitor;
         sd_event_source *source;
         UdevWait *waits;
+        UdevEventFunc on_event;
+        void *userdata;
 };
 
 /* Whether udev has processed device with cistern's rules: a disk with the wait's diskseq, or
@@ -66,6 +68,7 @@ static int on_monitor(sd_event_source *s, int fd, uint32_t revents, void *userda
 
         while ((device = udev_monitor_receive_device(w->monitor))) {
                 const char *action = udev_device_get_action(device);
+                dev_t devnum = udev_device_get_devnum(device);
 
                 if (action && (streq(action, "add") || streq(action, "change")))
                         for (UdevWait *wait = w->waits; wait; wait = wait->next)
@@ -74,11 +77,13 @@ static int on_monitor(sd_event_source *s, int fd, uint32_t revents, void *userda
                                         break;  /* ready may have freed other waits */
                                 }
                 udev_device_unref(device);
+                if (w->on_event)
+                        w->on_event(devnum, w->userdata);
         }
         return 0;
 }
 
-int udev_watch_new(sd_event *event, UdevWatch **ret) {
+int udev_watch_new(sd_event *event, UdevEventFunc on_event, void *userdata, UdevWatch **ret) {
         _cleanup_(udev_watch_freep) UdevWatch *w = NULL;
         int r;
 
@@ -86,6 +91,8 @@ int udev_watch_new(sd_event *event, UdevWatch **ret) {
         if (!w)
                 return -ENOMEM;
         w->event = sd_event_ref(event);
+        w->on_event = on_event;
+        w->userdata = userdata;
         w->udev = udev_new();
         if (!w->udev)
                 return -ENOMEM;

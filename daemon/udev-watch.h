@@ -19,7 +19,10 @@ typedef struct UdevWait UdevWait;
 /* result: 0 ready, -ETIMEDOUT when udev did not get to it within UDEV_WAIT_USEC. */
 typedef void (*UdevReadyFunc)(int result, void *userdata);
 
-int udev_watch_new(sd_event *event, UdevWatch **ret);
+/* Called for every block device event udev has processed. */
+typedef void (*UdevEventFunc)(dev_t devnum, void *userdata);
+
+int udev_watch_new(sd_event *event, UdevEventFunc on_event, void *userdata, UdevWatch **ret);
 UdevWatch *udev_watch_free(UdevWatch *w);
 DEFINE_TRIVIAL_CLEANUP_FUNC(UdevWatch *, udev_watch_free);
 

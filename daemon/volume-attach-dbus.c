@@ -69,14 +69,19 @@ static int add_partitions(VolumeWork *w) {
         return partitions_add(fd, sysname, w->device_partitions, w->n_device_partitions);
 }
 
-/* Takes the device of a failed attach down again. Safe on any thread. */
+/* Takes the device of a failed attach down again. Safe on any thread; its record goes on the
+ * loop (attach_release()). */
 static void attach_undo(VolumeWork *w) {
         int r;
 
         r = loop_detach(&w->device);
         if (r < 0 && r != -ESTALE)
                 log_warning_errno(r, "Failed to detach /dev/loop%u again: %m", w->device.number);
-        device_record_remove(w->volume->pool->manager, &w->device);
+}
+
+static void attach_release(VolumeWork *w) {
+        if (w->device.diskseq != 0)
+                device_release(w->volume->pool->manager, &w->device);
         w->device = (LoopDevice) {};
 }
 
@@ -92,14 +97,12 @@ static int attach_work(void *userdata) {
                                           w->read_only ? O_RDONLY : O_RDWR);
         if (fd < 0)
                 return fd;
-        r = loop_attach(fd, w->read_only, &w->device);
+        r = device_attach(v, fd, w->read_only, &w->device);
         if (r < 0)
                 return r;
-        /* The record first, then udev looks at the disk again, then the partitions come: udev
+        /* udev looks at the disk again, now with its record, then the partitions come: udev
          * handles a disk's events before those of its partitions, which take the disk's names. */
-        r = device_record_write(v, &w->device);
-        if (r >= 0)
-                r = udev_trigger_change(w->device.devnum);
+        r = udev_trigger_change(w->device.devnum);
         if (r >= 0 && w->partitions)
                 r = add_partitions(w);
         if (r < 0)
@@ -127,6 +130,7 @@ void volume_attach_reply_error(VolumeWork *w, int r) {
 
 void volume_work_undo_attach(VolumeWork *w) {
         attach_undo(w);
+        attach_release(w);
         volume_set_detached(w->volume);
 }
 
@@ -152,6 +156,7 @@ static void attach_done(int r, void *userdata) {
         _cleanup_free_ dev_t *devnums = NULL;
 
         if (r < 0) {
+                attach_release(w);
                 w->attached(r, w);
                 return;
         }
@@ -252,7 +257,7 @@ static void detach_done(int r, void *userdata) {
                 volume_work_reply_error(w, r, "Failed to detach the volume");
         else {
                 log_info("Detached volume %s/%s from %s.", v->pool->name, v->name, loop_node(&v->device, node));
-                device_record_remove(v->pool->manager, &v->device);
+                device_release(v->pool->manager, &v->device);
                 volume_set_detached(v);
                 (void) sd_bus_reply_method_return(w->msg, NULL);
         }

@@ -101,7 +101,8 @@ class UdevRulesTest(harness.HarnessTestCase):
             return int(f.read())
 
     def write_record(self, diskseq, pool=POOL, volume=VOLUME):
-        """The record cisternd writes for an attached volume; returns its path as udev sees it."""
+        """The record cisternd writes for an attached volume, named by its diskseq (or its claim,
+        named "loopN", when diskseq is that name); returns its path as udev sees it."""
         directory = os.path.join(self.env.dirs["run"], "devices")
         os.makedirs(directory, mode=0o700, exist_ok=True)
         with open(os.path.join(directory, str(diskseq)), "w") as f:
@@ -194,6 +195,29 @@ class UdevRulesTest(harness.HarnessTestCase):
                          (POOL, VOLUME))
         self.assertEqual(sorted(os.listdir(os.path.join("/dev/cistern", POOL))),
                          [VOLUME, VOLUME + "-part1"])
+
+    def test_claimed_disk_is_left_unprobed_but_unnamed(self):
+        # Between LOOP_CONFIGURE and its record, cisternd's claim on the device's name covers
+        # the kernel's own "change": hands off the content, but no names from a mere claim.
+        image, fs = self.ext4_image("claimed.img")
+        device = self.attach(image)
+        self.write_record(os.path.basename(device))
+        self.change(device)
+
+        props = self.assert_not_probed(device, fs)
+        self.assertNotIn("CISTERN_VOLUME", props)
+        self.assertEqual(self.devlinks(device), [])
+        self.assertFalse(os.path.lexists(self.cistern_link()))
+
+    def test_claim_of_a_free_device_does_not_stick(self):
+        image, fs = self.ext4_image("unclaimed.img")
+        device = self.attach(image)
+        self.write_record(os.path.basename(device))
+        self.change(device)
+        os.unlink(os.path.join(self.env.dirs["run"], "devices", os.path.basename(device)))
+        self.change(device)
+
+        self.assert_processed_as_usual(device, fs)
 
     def test_loop_without_record_is_processed_as_usual(self):
         image, fs = self.ext4_image("plain.img")
