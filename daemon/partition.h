@@ -25,8 +25,12 @@ typedef struct Partition {
 
 /* Reads and checks the partition table of the disk open as fd, of size bytes: at most
  * PARTITIONS_MAX entries, each inside the disk, none overlapping another, starts and sizes in
- * whole 512-byte sectors. No table is 0 partitions. A table that breaks a rule is -EBADMSG
- * (UnsafeImage). The extended container of MBR logical partitions is left out. */
+ * whole 512-byte sectors, numbers the kernel accepts. The table must be the only one, and must
+ * hold nothing libblkid skipped: no MBR of other partitions with a GPT (hybrids included), no
+ * GPT header with an MBR or any other table, every GPT header (primary and backup) sound and
+ * listing exactly the partitions libblkid reported. No table is 0 partitions. A table that
+ * breaks a rule is -EBADMSG (UnsafeImage). The extended container of MBR logical partitions is
+ * left out. */
 int partitions_read(int fd, uint64_t size, Partition **ret, size_t *ret_n);
 
 /* Creates the block devices of the partitions on the disk open as fd (sysname "loopN") and

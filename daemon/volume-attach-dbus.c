@@ -118,8 +118,9 @@ void volume_attach_reply_error(VolumeWork *w, int r) {
         else if (r == -EBADMSG)
                 (void) sd_bus_reply_method_errorf(w->msg, ERR_UNSAFE_IMAGE,
                                                   "The partition table of volume %s/%s is not safe to expose (entries "
-                                                  "beyond the disk, overlapping, or more than %d); attach it with "
-                                                  "partitions=false for the whole disk only.",
+                                                  "beyond the disk, overlapping, or more than %d; two tables, a hybrid "
+                                                  "MBR, or GPT entries or headers that do not check out); attach it "
+                                                  "with partitions=false for the whole disk only.",
                                                   v->pool->name, v->name, PARTITIONS_MAX);
         else if (r == -ETIMEDOUT)
                 (void) sd_bus_reply_method_errorf(w->msg, ERR_FAILED,
