@@ -43,9 +43,13 @@ int mount_hardened(const char *source, const char *type, bool read_only, int tar
         if (fs_fd < 0)
                 return -errno;
         if (fsconfig(fs_fd, FSCONFIG_SET_STRING, "source", source, 0) < 0 ||
-            (read_only && fsconfig(fs_fd, FSCONFIG_SET_FLAG, "ro", NULL, 0) < 0) ||
-            fsconfig(fs_fd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+            (read_only && fsconfig(fs_fd, FSCONFIG_SET_FLAG, "ro", NULL, 0) < 0))
                 return -errno;
+        /* Here the filesystem reads its superblock: EINVAL (and EFBIG) is its verdict on what
+         * the device holds (damaged, or made with features this kernel lacks), not on anything
+         * cisternd or its caller passed. */
+        if (fsconfig(fs_fd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+                return errno == EINVAL || errno == EFBIG ? -EUCLEAN : -errno;
         mount_fd = fsmount(fs_fd, FSMOUNT_CLOEXEC, attr);
         if (mount_fd < 0)
                 return -errno;
@@ -81,16 +85,21 @@ static bool is_volume_device(Volume *v, unsigned partition, dev_t devnum) {
         return false;
 }
 
-static int add_mount(Volume *v, unsigned partition, const char *target) {
-        VolumeMount *mounts = reallocarray(v->mounts, v->n_mounts + 1, sizeof *mounts);
-        char *path = strdup(target);
+bool mount_unmount_running(const Volume *v) {
+        return v->operation && streq(v->operation, "Unmount");
+}
 
-        if (!mounts || !path) {
-                free(path);
+int mount_add(Volume *v, unsigned partition, const char *path) {
+        VolumeMount *mounts = reallocarray(v->mounts, v->n_mounts + 1, sizeof *mounts);
+        char *copy;
+
+        if (!mounts)
                 return -ENOMEM;
-        }
-        v->mounts = mounts;
-        v->mounts[v->n_mounts++] = (VolumeMount) { partition, path };
+        v->mounts = mounts;     /* one more slot, used or not */
+        copy = strdup(path);
+        if (!copy)
+                return -ENOMEM;
+        v->mounts[v->n_mounts++] = (VolumeMount) { partition, copy };
         return 0;
 }
 
@@ -110,7 +119,7 @@ void mount_rediscover(Manager *m) {
                         continue;
                 v = volume_of_mount_point(m, target, &partition);
                 if (v && is_volume_device(v, partition, mnt_fs_get_devno(fs))) {
-                        if (add_mount(v, partition, target) >= 0)
+                        if (mount_add(v, partition, target) >= 0)
                                 log_debug("Volume %s/%s is mounted on %s.", v->pool->name, v->name, target);
                 } else if (strncmp(target, m->runtime_dir, strlen(m->runtime_dir)) == 0 &&
                            strstr(target + strlen(m->runtime_dir), "/mounts/") == target + strlen(m->runtime_dir)) {
@@ -121,8 +130,35 @@ void mount_rediscover(Manager *m) {
         }
 }
 
+/* Forgets the mounts of v that table no longer has. Returns whether there were any. */
+static bool forget_unmounted(Volume *v, struct libmnt_table *table) {
+        bool changed = false;
+
+        for (size_t i = 0; i < v->n_mounts;)
+                if (mnt_table_find_target(table, v->mounts[i].path, MNT_ITER_FORWARD))
+                        i++;
+                else {
+                        log_info("%s was unmounted by someone else.", v->mounts[i].path);
+                        free(v->mounts[i].path);
+                        v->mounts[i] = v->mounts[--v->n_mounts];
+                        changed = true;
+                }
+        return changed;
+}
+
+bool mount_forget_unmounted(Volume *v) {
+        _cleanup_(mnt_free_tablep) struct libmnt_table *table = NULL;
+
+        if (v->n_mounts == 0)
+                return false;
+        table = mnt_new_table_from_file("/proc/self/mountinfo");
+        return table && forget_unmounted(v, table);
+}
+
 /* After a change of the mount table: forgets the mounts of volumes that are not there any
- * more, e.g. unmounted by someone else. */
+ * more, e.g. unmounted by someone else. A volume whose Unmount is running is left to
+ * unmount_done(): its own umount2() changes the table before the call has finished, and that
+ * is no news (unmount_done() calls mount_forget_unmounted() for anything else that went). */
 static int on_mount_change(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Manager *m = userdata;
         _cleanup_(mnt_free_tablep) struct libmnt_table *table = NULL;
@@ -136,15 +172,8 @@ static int on_mount_change(sd_event_source *s, int fd, uint32_t revents, void *u
                 Volume *v;
 
                 NAMEMAP_FOREACH(v, &p->volumes)
-                        for (size_t i = 0; i < v->n_mounts;)
-                                if (mnt_table_find_target(table, v->mounts[i].path, MNT_ITER_FORWARD))
-                                        i++;
-                                else {
-                                        log_info("%s was unmounted by someone else.", v->mounts[i].path);
-                                        free(v->mounts[i].path);
-                                        v->mounts[i] = v->mounts[--v->n_mounts];
-                                        volume_emit_changed(v, "Mounts", NULL);
-                                }
+                        if (!mount_unmount_running(v) && forget_unmounted(v, table))
+                                volume_emit_changed(v, "Mounts", NULL);
         }
         return 0;
 }

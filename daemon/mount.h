@@ -16,8 +16,19 @@ bool mount_type_allowed(const char *type);
 int mount_probe_type(const char *node, char *buf, size_t size);
 
 /* Mounts the block device source, of filesystem type, on the directory open (O_PATH) as
- * target_fd. */
+ * target_fd. -EUCLEAN when the filesystem refuses what the device holds (damaged, or of
+ * features this kernel lacks). */
 int mount_hardened(const char *source, const char *type, bool read_only, int target_fd);
+
+/* Adds (partition, a copy of path) to v's Mounts. -ENOMEM leaves them as they were. */
+int mount_add(Volume *v, unsigned partition, const char *path);
+
+/* Whether cisternd's own Unmount of a filesystem of v is running. */
+bool mount_unmount_running(const Volume *v);
+
+/* Forgets the mounts of v that are not in the mount table any more (unmounted by someone
+ * else). Returns whether there were any; announcing Mounts is the caller's. */
+bool mount_forget_unmounted(Volume *v);
 
 /* At start, once devices are found again: gives each attached volume the mounts under
  * <runtime>/mounts that are of its device, and unmounts the others there. */

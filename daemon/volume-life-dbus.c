@@ -205,7 +205,9 @@ int method_stop(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         int r;
 
         r = read_call(msg, v, error);
-        if (r >= 0)
+        /* Stop is idempotent: a stopped volume stays as it is, attached or not. A started one
+         * must be detached first, or its device would lose the working copy under it. */
+        if (r >= 0 && v->state == VOLUME_STARTED)
                 r = volume_check_detached(v, error);
         if (r >= 0)
                 r = check_work_closed(v, error);

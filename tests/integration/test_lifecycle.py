@@ -7,8 +7,10 @@ working copy while started, .../revisions/<id> the revisions.  Each test
 writes data unique to it (harness.write_pattern) and compares checksums.
 """
 
+import contextlib
 import os
 import signal
+import unittest
 
 import dbus
 from gi.repository import GLib
@@ -227,6 +229,60 @@ class OriginStartStopTest(LifecycleTestCase):
     def test_outdated_is_false_for_an_origin(self):
         self.c.start_volume(self.v)
         self.assertIs(self.c.prop(self.v, VOLUME, "Outdated"), False)
+
+
+class StopWhileAttachedTest(LifecycleTestCase):
+    """Stop and the block device of Attach: a stopped volume stays as it is, attached or not
+    (Stop is idempotent); a started one must be detached before Stop."""
+
+    needs_udev = True
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.path.exists("/dev/loop-control"):
+            raise unittest.SkipTest("needs loop devices (/dev/loop-control)")
+        super().setUpClass()
+
+    def setUp(self):
+        super().setUp()
+        self.v = self.make_volume(self.pool, "v1", SIZE)
+        self.before = self.seed_image("v1", 1)
+        # Runs before the daemon stops (cleanups run last in, first out).
+        self.addCleanup(self.detach_all)
+
+    def detach_all(self):
+        with contextlib.suppress(dbus.exceptions.DBusException):
+            if self.c.prop(self.v, VOLUME, "Device"):
+                self.c.detach(self.v)
+        for name, _ in harness.loop_devices_under(self.pool.dir):
+            harness.detach_loop("/dev/" + name)
+        self.udev_settle()
+
+    def test_stop_of_a_stopped_attached_volume_succeeds_and_changes_nothing(self):
+        device = self.c.attach(self.v)
+        self.assertEqual(self.state(self.v), "stopped")
+        before = self.snapshot_state()
+        rec = self.recorder()
+        self.c.stop_volume(self.v)
+        self.assertEqual(self.snapshot_state(), before)
+        self.assertEqual(self.c.prop(self.v, VOLUME, "Device"), device)
+        rec.drain()
+        self.assertEqual(rec.matching(lambda s: s.path == self.v), [])
+        # Twice is the same as once, and the device still detaches.
+        self.c.stop_volume(self.v)
+        self.assertEqual(self.snapshot_state(), before)
+        self.c.detach(self.v)
+        self.assertEqual(self.c.prop(self.v, VOLUME, "Device"), "")
+        self.assertEqual(self.digest(self.image()), self.before)
+
+    def test_stop_of_a_started_attached_volume_is_busy(self):
+        self.c.start_volume(self.v)
+        self.c.attach(self.v, {"read_only": False})
+        self.assert_fails(Error.Busy, self.c.stop_volume, self.v)
+        self.assertEqual(self.state(self.v), "started")
+        self.c.detach(self.v)
+        self.c.stop_volume(self.v)
+        self.assertEqual(self.state(self.v), "stopped")
 
 
 class CrashResumeTest(LifecycleTestCase):

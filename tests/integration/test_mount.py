@@ -10,14 +10,16 @@ What is checked, on real loop devices with a real udevd:
   does not.
 - An image built like CVE-2025-6019's (a setuid-root binary and device nodes inside) stays inert
   once cisternd mounted it: the binary cannot be executed, the nodes cannot be opened.
-- Only allow-listed filesystem types mount (swap, minix: NotSupported); a Mount that fails
-  detaches again the device it attached for itself, and leaves no mount point.
+- Only allow-listed filesystem types mount (swap, minix: NotSupported); a filesystem the kernel
+  refuses is Failed (the arguments were fine); a Mount that fails detaches again the device it
+  attached for itself, and leaves neither mount point nor the volume's directory.
 - A stopped volume is attached and mounted read-only; read_only does so for a started one.
 - Mount attaches first; Unmount leaves the device attached; Detach while mounted is Busy;
   Unmount of an unmounted partition is WrongState, of a busy one Busy; a missing partition is
   NotFound; a second Mount of a partition is Busy.
-- An umount by someone else empties Mounts; cisternd killed with SIGKILL finds device,
-  partitions and mounts again and can unmount and detach them.
+- An umount by someone else empties Mounts; cisternd's own Unmount changes Mounts once and is
+  not logged as someone else's; messages call partition 0 the whole device; cisternd killed
+  with SIGKILL finds device, partitions and mounts again and can unmount and detach them.
 - Authorization: without a rule a user mounts and opens nothing; mount-own lets the owner
   mount their own volume only.
 - Open: read-only by default, the committed image while stopped; a writable fd needs a started
@@ -488,13 +490,18 @@ class MountAllowList(MountTestCase):
 
     def test_no_filesystem_is_not_supported(self):
         obj = self.make_volume(self.pool, "zeros", 4 * MiB)
-        self.assert_fails(Error.NotSupported, self.mount, obj, 0, extra_dirs=[self.mounts_dir])
+        e = self.assert_fails(Error.NotSupported, self.mount, obj, 0,
+                              extra_dirs=[self.mounts_dir])
+        # Partition 0 is no partition: the message names the whole device.
+        self.assertNotIn("artition 0", e.get_dbus_message())
+        self.assertIn("whole device of volume p1/zeros", e.get_dbus_message())
         self.assert_not_mounted(obj)
         self.assert_detached(obj)
 
     def test_filesystem_the_kernel_refuses_detaches_again(self):
         """blkid finds ext4, the kernel refuses it (it claims more blocks than the disk has):
-        the call fails with a cistern error and leaves neither mount nor device."""
+        the call fails with Failed (the caller's arguments were fine; the filesystem is not)
+        and leaves neither mount nor device nor the directories it made."""
         obj = self.make_volume(self.pool, "broken", 8 * MiB)
         image = self.image("broken")
         harness.run_checked(["mkfs.ext4", "-q", "-F", image, "16M"])
@@ -502,13 +509,29 @@ class MountAllowList(MountTestCase):
         records = self.records()
         with self.assertRaises(dbus.exceptions.DBusException) as cm:
             self.mount(obj, 0)
-        self.assertTrue(cm.exception.get_dbus_name().startswith(Error.PREFIX),
-                        "untyped error: %s" % cm.exception.get_dbus_name())
+        self.assertEqual(cm.exception.get_dbus_name(), Error.Failed,
+                         cm.exception.get_dbus_message())
+        self.assertIn("could not be mounted", cm.exception.get_dbus_message())
         self.assert_not_mounted(obj)
         self.assert_detached(obj)
         self.assertEqual(self.records(), records)
         self.assertFalse(os.path.exists(self.expected_point("broken", 0)),
                          "the failed mount left its mount point")
+        self.assertFalse(os.path.exists(os.path.dirname(self.expected_point("broken", 0))),
+                         "the failed mount left the volume's directory of mount points")
+
+    def test_failed_mount_of_an_attached_volume_leaves_no_directories(self):
+        """The same on a device attached beforehand: it stays, the directories go."""
+        obj = self.make_volume(self.pool, "broken", 8 * MiB)
+        image = self.image("broken")
+        harness.run_checked(["mkfs.ext4", "-q", "-F", image, "16M"])
+        os.truncate(image, 8 * MiB)
+        device = self.attach(obj)
+        self.assert_fails(Error.Failed, self.mount, obj, 0)
+        self.assertEqual(self.prop(obj, "Device"), device)
+        self.assert_not_mounted(obj)
+        self.assertFalse(os.path.exists(os.path.dirname(self.expected_point("broken", 0))),
+                         "the failed mount left the volume's directory of mount points")
 
 
 # ---------------------------------------------------------------------------
@@ -601,6 +624,38 @@ class MountStates(MountTestCase):
             os.close(fd)
         self.unmount(obj, 1)
         self.assert_not_mounted(obj)
+
+    def test_own_unmount_is_not_taken_for_someone_elses(self):
+        """cisternd's Unmount changes Mounts once, when it is done, and its mount monitor does
+        not report it as an umount by someone else."""
+        obj = self.gpt_volume("v1")
+        point = self.mount(obj, 1)
+        marks = self.env.log_marks()
+        rec = self.recorder()
+        self.unmount(obj, 1)
+        rec.drain(1.0)
+        changes = rec.matching(harness.properties_changed(obj, VOLUME, "Mounts"))
+        self.assertEqual(len(changes), 1, "Mounts changed %d times: %s" % (len(changes), changes))
+        self.assert_not_mounted(obj)
+        log = harness.file_tail(self.env.logs["cisternd"], marks.get("cisternd", 0))
+        self.assertNotIn("unmounted by someone else", log)
+        self.assertIn("Unmounted partition 1 of volume p1/v1", log)
+        self.assertFalse(os.path.exists(point))
+
+    def test_messages_name_the_whole_device(self):
+        obj = self.bare_volume("whole", ["mkfs.ext4", "-q", "-F"], 16 * MiB)
+        e = self.assert_fails(Error.WrongState, self.unmount, obj, 0)
+        self.assertIn("The whole device of volume p1/whole is not mounted",
+                      e.get_dbus_message())
+        point = self.mount(obj, 0)
+        e = self.assert_fails(Error.Busy, self.mount, obj, 0, extra_dirs=[self.mounts_dir])
+        self.assertIn("The whole device of volume p1/whole is mounted on %s already" % point,
+                      e.get_dbus_message())
+        marks = self.env.log_marks()
+        self.unmount(obj, 0)
+        log = harness.file_tail(self.env.logs["cisternd"], marks.get("cisternd", 0))
+        self.assertIn("Unmounted the whole device of volume p1/whole", log)
+        self.assertNotIn("artition 0", log)
 
     def test_external_umount_empties_mounts(self):
         obj = self.gpt_volume("v1")
