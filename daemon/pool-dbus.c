@@ -8,6 +8,7 @@
 #include "authorize.h"
 #include "bus-util.h"
 #include "errors.h"
+#include "image.h"
 #include "log.h"
 #include "names.h"
 #include "options.h"
@@ -133,9 +134,9 @@ static int validate_create(Pool *p, sd_bus_message *msg, const char *name, uint6
         r = validate_volume_size(m, size, error);
         if (r < 0)
                 return r;
-        if (!streq(o->format, "raw"))
-                return sd_bus_error_setf(error, streq(o->format, "qcow2") ? ERR_NOT_SUPPORTED : ERR_INVALID_ARGUMENT,
-                                         "Volume format '%s' is not supported.", o->format);
+        if (!image_format_is_valid(o->format))
+                return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "Unknown volume format '%s'; use raw or qcow2.",
+                                         o->format);
         /* snap_on_start volumes are discarded at stop unless told otherwise. */
         if (o->snap_on_start && !option_seen(seen, create_spec, "save_on_stop"))
                 o->save_on_stop = false;

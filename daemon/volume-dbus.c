@@ -165,6 +165,11 @@ void volume_work_reply_error(VolumeWork *w, int r, const char *what) {
         if (r == -EFBIG)
                 (void) sd_bus_reply_method_errorf(w->msg, ERR_INVALID_ARGUMENT,
                                                   "%s: the size is larger than the pool's filesystem allows.", what);
+        else if (r == -EIO && w->error)
+                (void) sd_bus_reply_method_errorf(w->msg, ERR_FAILED, "%s: qemu-img: %s", what, w->error);
+        else if (r == -EBADMSG)
+                (void) sd_bus_reply_method_errorf(w->msg, ERR_UNSAFE_IMAGE,
+                                                  "%s: its qcow2 image fails cistern's checks.", what);
         else if (r == -ECANCELED)
                 (void) sd_bus_reply_method_errorf(w->msg, ERR_CANCELLED, "%s: cancelled.", what);
         else
@@ -463,39 +468,6 @@ static int method_configure(sd_bus_message *msg, void *userdata, sd_bus_error *e
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int method_info(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        Volume *v = userdata;
-        uint64_t size, usage;
-        int r;
-
-        r = options_read(msg, volume_no_options, NULL, NULL, error);
-        if (r < 0)
-                return r;
-
-        r = volume_authorize(v, msg, ACTION_VOLUME_READ, error);
-        if (r <= 0)
-                return r < 0 ? r : 1;
-
-        size = v->size;
-        usage = v->usage;
-        r = volume_stat(v);
-        if (r < 0)
-                return bus_error_from_errno(error, r, "Failed to read the volume's image");
-        if (size != v->size || usage != v->usage)
-                volume_emit_changed(v, "Size", "Usage", NULL);
-        r = sd_bus_message_new_method_return(msg, &reply);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_append(reply, "a{sv}", 3,
-                                  "format", "s", v->settings.format,
-                                  "virtual_size", "t", v->size,
-                                  "actual_size", "t", v->usage);
-        if (r < 0)
-                return r;
-        return sd_bus_send(NULL, reply, NULL);
-}
-
 const sd_bus_vtable volume_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Name", "s", NULL, offsetof(Volume, name), SD_BUS_VTABLE_PROPERTY_CONST),
@@ -532,6 +504,10 @@ const sd_bus_vtable volume_vtable[] = {
                                 SD_BUS_ARGS("a{sv}", options),
                                 SD_BUS_RESULT("a{sv}", info),
                                 method_info, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Convert",
+                                SD_BUS_ARGS("s", format, "a{sv}", options),
+                                SD_BUS_NO_RESULT,
+                                method_convert, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Start",
                                 SD_BUS_ARGS("a{sv}", options),
                                 SD_BUS_NO_RESULT,

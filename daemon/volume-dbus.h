@@ -45,6 +45,8 @@ void volume_work_reply_changed(VolumeWork *w);
 /* Deletes the revisions planned in w, then saves and replies. */
 int volume_start_pruning(VolumeWork *w, sd_bus_error *error);
 
+int method_info(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_convert(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_start(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_stop(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_create_snapshot(sd_bus_message *msg, void *userdata, sd_bus_error *error);

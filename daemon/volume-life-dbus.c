@@ -10,6 +10,7 @@
 #include "authorize.h"
 #include "bus-util.h"
 #include "errors.h"
+#include "image.h"
 #include "job.h"
 #include "log.h"
 #include "names.h"
@@ -142,6 +143,7 @@ int method_start(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
                 return r;
         w->size = v->size;
         w->source = source;
+        w->format = source ? image_format_static(source->settings.format) : NULL;
         if ((v->settings.save_on_stop || source) && !v->pool->driver->copy_is_instant(v->pool, v->pool)) {
                 r = volume_work_publish_job(w, source ? source->usage : v->usage, error);
                 if (r < 0) {
@@ -329,12 +331,17 @@ static void revert_done(int r, void *userdata) {
         if (work_failed(w, r, "Failed to revert the volume"))
                 return;
         volume_apply_revisions(v, w, w->revision);
+        if (w->format && !streq(w->format, v->settings.format)) {
+                strcpy(v->settings.format, w->format);
+                volume_emit_changed(v, "Format", NULL);
+        }
         volume_committed(v);
         volume_work_save(w, reverted);
 }
 
 int method_revert(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Volume *v = userdata;
+        VolumeWork *w;
         uint64_t n;
         int r;
 
@@ -350,7 +357,24 @@ int method_revert(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        return run_work(v, msg, true, true, n, volume_revert_work, revert_done, error);
+        r = volume_work_new(v, msg, &w);
+        if (r < 0)
+                return r;
+        w->revision = n;
+        w->format = image_format_static(volume_find_revision(v, n)->format);
+        r = volume_plan_revisions(v, true, n, w);
+        /* A revision of another format: volume.json says how to tell whether it was committed. */
+        if (r >= 0 && !streq(w->format, v->settings.format)) {
+                w->metadata = volume_format_change_json(v, w->new_revision);
+                if (!w->metadata)
+                        r = -ENOMEM;
+        }
+        if (r < 0) {
+                volume_work_free(w, r);
+                return r;
+        }
+        r = volume_work_start(w, volume_revert_work, revert_done, error);
+        return r < 0 ? r : 1;
 }
 
 typedef struct CloneOptions {
@@ -483,6 +507,8 @@ int method_clone(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         }
         w->target = t;
         w->source_object = TAKE_PTR(object);
+        if (o.revision)         /* a revision may predate a Convert */
+                strcpy(t->settings.format, volume_find_revision(v, revision_id_from_string(o.revision))->format);
         if (!v->pool->driver->copy_is_instant(v->pool, dst)) {
                 _cleanup_close_ int vdir_fd = volume_open_dir(v);
 

@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 
+#include "image.h"
 #include "store.h"
 #include "volume.h"
 
@@ -79,7 +80,8 @@ void volume_apply_revisions(Volume *v, const VolumeWork *w, uint64_t consumed) {
 
                 if (r) {
                         v->revisions = r;
-                        v->revisions[v->n_revisions++] = (Revision) { w->new_revision, now_usec(CLOCK_REALTIME) };
+                        v->revisions[v->n_revisions] = (Revision) { w->new_revision, now_usec(CLOCK_REALTIME) };
+                        strcpy(v->revisions[v->n_revisions++].format, v->settings.format);
                 }
                 v->next_revision = w->new_revision + 1;
         }
@@ -164,7 +166,7 @@ static int commit_object(const VolumeWork *w, int vdir_fd, const char *object) {
 
 /* Makes a new object with a fresh staging name by calling make, then renames it to dst. */
 static int make_object(const Volume *v, int vdir_fd, const char *dst, bool replace,
-                       int (*make)(const VolumeWork *w, int vdir_fd, const char *name), const VolumeWork *w) {
+                       int (*make)(VolumeWork *w, int vdir_fd, const char *name), VolumeWork *w) {
         const PoolDriver *d = v->pool->driver;
         _cleanup_free_ char *staging = NULL;
         int r;
@@ -180,28 +182,34 @@ static int make_object(const Volume *v, int vdir_fd, const char *dst, bool repla
         return r;
 }
 
-static int make_working_copy(const VolumeWork *w, int vdir_fd, const char *name) {
-        const Volume *v = w->volume;
-        const PoolDriver *d = v->pool->driver;
-        CopyProgress *progress = volume_work_progress((VolumeWork *) w);
+static int make_working_copy(VolumeWork *w, int vdir_fd, const char *name) {
+        Volume *v = w->volume;
+        const char *format = v->settings.format;
+        CopyProgress *progress = volume_work_progress(w);
         _cleanup_close_ int src_fd = -EBADF;
         uint64_t size, usage;
         int r;
 
         if (!v->settings.save_on_stop && !v->settings.snap_on_start)
-                return d->object_create((Volume *) v, vdir_fd, name, w->size, false);   /* volatile */
+                return image_create(v, vdir_fd, name, format, w->size, false, &w->error);      /* volatile */
         if (v->settings.snap_on_start) {
                 src_fd = volume_open_dir(w->source);
                 if (src_fd < 0)
                         return src_fd;
         }
-        r = d->object_copy(v->pool, src_fd >= 0 ? src_fd : vdir_fd, OBJECT_IMAGE, vdir_fd, name, progress);
+        /* A source of another format (converted since) is read as its own format. */
+        if (w->format && !streq(w->format, format))
+                r = image_convert(v, src_fd >= 0 ? src_fd : vdir_fd, OBJECT_IMAGE, w->format, vdir_fd, name, format,
+                                  &(QemuConvertOptions) { .sparse = true }, progress, &w->error);
+        else
+                r = v->pool->driver->object_copy(v->pool, src_fd >= 0 ? src_fd : vdir_fd, OBJECT_IMAGE, vdir_fd,
+                                                 name, progress);
         if (r < 0)
                 return r;
         /* A snapshot is at least as large as the volume itself. */
-        r = d->object_stat(vdir_fd, name, &size, &usage);
+        r = image_stat(v, vdir_fd, name, format, &size, &usage);
         if (r >= 0 && size < w->size)
-                r = d->object_resize(vdir_fd, name, w->size);
+                r = image_resize(v, vdir_fd, name, format, w->size, false, &w->error);
         return r;
 }
 
@@ -266,7 +274,11 @@ int volume_revert_work(void *userdata) {
                 if (r < 0)
                         return r;
         }
-        r = d->object_rename(vdir_fd, chosen, OBJECT_IMAGE, true);
+        /* A revision of another format: the record first, so that a crash after the rename
+         * finds the format the image has by then. */
+        r = w->metadata ? volume_format_change_record(w->metadata, vdir_fd, chosen, w->format) : 0;
+        if (r >= 0)
+                r = d->object_rename(vdir_fd, chosen, OBJECT_IMAGE, true);
         if (r < 0) {
                 if (staging)
                         (void) d->object_remove(vdir_fd, staging);
@@ -290,14 +302,14 @@ int volume_prune_work(void *userdata) {
         return prune(w->volume, vdir_fd, w);
 }
 
-static int make_resized_image(const VolumeWork *w, int vdir_fd, const char *name) {
-        const PoolDriver *d = w->volume->pool->driver;
+static int make_resized_image(VolumeWork *w, int vdir_fd, const char *name) {
+        Volume *v = w->volume;
         int r;
 
-        r = d->object_copy(w->volume->pool, vdir_fd, OBJECT_IMAGE, vdir_fd, name, volume_work_progress((VolumeWork *) w));
+        r = v->pool->driver->object_copy(v->pool, vdir_fd, OBJECT_IMAGE, vdir_fd, name, volume_work_progress(w));
         if (r < 0)
                 return r;
-        return d->object_resize(vdir_fd, name, w->size);
+        return image_resize(v, vdir_fd, name, v->settings.format, w->size, w->size < v->size, &w->error);
 }
 
 int volume_resize_work(void *userdata) {
@@ -309,7 +321,8 @@ int volume_resize_work(void *userdata) {
         /* The working copy is the VM's to change, and its device follows; a committed image gets
          * a resized successor. */
         if (w->volume->state == VOLUME_STARTED) {
-                int r = w->volume->pool->driver->object_resize(vdir_fd, OBJECT_WORK, w->size);
+                Volume *v = w->volume;
+                int r = image_resize(v, vdir_fd, OBJECT_WORK, v->settings.format, w->size, w->size < v->size, &w->error);
 
                 if (r >= 0 && volume_is_attached(w->volume) && w->volume->device_on_work)
                         r = loop_set_capacity(&w->volume->device);
@@ -343,6 +356,33 @@ int volume_import_work(void *userdata) {
         r = commit_object(w, vdir_fd, staging);
         if (r < 0)
                 (void) d->object_remove(vdir_fd, staging);
+        return r;
+}
+
+/* Convert: the committed image written anew in w->format, which becomes the committed image
+ * (and the format recorded before the rename, see volume_format_change_json()). */
+int volume_convert_work(void *userdata) {
+        VolumeWork *w = userdata;
+        Volume *v = w->volume;
+        _cleanup_close_ int vdir_fd = volume_open_dir(v);
+        _cleanup_free_ char *staging = NULL;
+        QemuConvertOptions options = { .compress = w->compress, .sparse = true };
+        int r;
+
+        if (vdir_fd < 0)
+                return vdir_fd;
+        r = staging_name_new(&staging);
+        if (r < 0)
+                return r;
+        r = image_convert(v, vdir_fd, OBJECT_IMAGE, v->settings.format, vdir_fd, staging, w->format, &options,
+                          volume_work_progress(w), &w->error);
+        if (r < 0)
+                return r;
+        r = volume_format_change_record(w->metadata, vdir_fd, staging, w->format);
+        if (r >= 0)
+                r = commit_object(w, vdir_fd, staging);
+        if (r < 0)
+                (void) v->pool->driver->object_remove(vdir_fd, staging);
         return r;
 }
 

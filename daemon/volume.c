@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "errors.h"
+#include "image.h"
 #include "job.h"
 #include "log.h"
 #include "polkit.h"
@@ -83,7 +84,8 @@ static json_object *revisions_to_json(Volume *v) {
                         return NULL;
                 }
                 if (json_object_object_add(r, "id", json_object_new_string(id)) < 0 ||
-                    json_object_object_add(r, "created", json_object_new_uint64(v->revisions[i].created)) < 0)
+                    json_object_object_add(r, "created", json_object_new_uint64(v->revisions[i].created)) < 0 ||
+                    json_object_object_add(r, "format", json_object_new_string(v->revisions[i].format)) < 0)
                         return NULL;
         }
         return TAKE_PTR(a);
@@ -111,13 +113,30 @@ static json_object *volume_to_json(Volume *v) {
         return TAKE_PTR(o);
 }
 
-static int volume_from_json(Volume *v, json_object *o) {
+/* The format a change recorded by volume_format_change_record() gave the image, when that change
+ * was committed (the image has the inode it recorded), else NULL. */
+static const char *format_changed_to(json_object *o, int vdir_fd) {
+        json_object *change;
+        const char *format;
+        struct stat st;
+
+        if (!json_object_object_get_ex(o, "format_change", &change))
+                return NULL;
+        format = json_get_string(change, "format");
+        if (!image_format_is_valid(format) || fstatat(vdir_fd, OBJECT_IMAGE, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+            (uint64_t) st.st_ino != json_get_u64(change, "ino", 0))
+                return NULL;
+        return format;
+}
+
+static int volume_from_json(Volume *v, json_object *o, int vdir_fd) {
         VolumeSettings *s = &v->settings;
         const char *format = json_get_string(o, "format"), *source = json_get_string(o, "source");
         uint64_t owner;
 
-        if (!format || (!streq(format, "raw") && !streq(format, "qcow2")))
+        if (!image_format_is_valid(format))
                 return -EBADMSG;
+        format = format_changed_to(o, vdir_fd) ?: format;
         owner = json_get_u64(o, "owner", UINT64_MAX);
         if (owner >= UINT32_MAX)
                 return -EBADMSG;    /* no owner, or not a uid: never fall back to root */
@@ -148,6 +167,42 @@ static int volume_write_json(Volume *v, int vdir_fd) {
         return store_write_json(vdir_fd, VOLUME_JSON, o);
 }
 
+json_object *volume_format_change_json(Volume *v, uint64_t new_revision) {
+        _cleanup_(json_object_putp) json_object *o = volume_to_json(v);
+        json_object *list, *r;
+        char id[21];
+
+        if (!o || !new_revision)
+                return TAKE_PTR(o);
+        snprintf(id, sizeof id, "%" PRIu64, new_revision);
+        r = json_object_new_object();
+        if (!r || !json_object_object_get_ex(o, "revisions", &list) || json_object_array_add(list, r) < 0) {
+                json_object_put(r);
+                return NULL;
+        }
+        if (json_object_object_add(r, "id", json_object_new_string(id)) < 0 ||
+            json_object_object_add(r, "created", json_object_new_uint64(now_usec(CLOCK_REALTIME))) < 0 ||
+            json_object_object_add(r, "format", json_object_new_string(v->settings.format)) < 0)
+                return NULL;
+        return TAKE_PTR(o);
+}
+
+int volume_format_change_record(json_object *o, int vdir_fd, const char *object, const char *format) {
+        json_object *change = json_object_new_object();
+        struct stat st;
+
+        if (!change || json_object_object_add(o, "format_change", change) < 0) {
+                json_object_put(change);
+                return -ENOMEM;
+        }
+        if (fstatat(vdir_fd, object, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return -errno;
+        if (json_object_object_add(change, "ino", json_object_new_uint64(st.st_ino)) < 0 ||
+            json_object_object_add(change, "format", json_object_new_string(format)) < 0)
+                return -ENOMEM;
+        return store_write_json(vdir_fd, VOLUME_JSON, o);
+}
+
 int volume_save(Volume *v) {
         _cleanup_close_ int vdir_fd = volume_open_dir(v);
 
@@ -160,7 +215,8 @@ static int volume_stat_at(Volume *v, int vdir_fd) {
         uint64_t size, usage;
         int r;
 
-        r = v->pool->driver->object_stat(vdir_fd, v->state == VOLUME_STARTED ? OBJECT_WORK : OBJECT_IMAGE, &size, &usage);
+        r = image_stat(v, vdir_fd, v->state == VOLUME_STARTED ? OBJECT_WORK : OBJECT_IMAGE, v->settings.format,
+                       &size, &usage);
         if (r < 0)
                 return r;
         v->size = size;
@@ -176,21 +232,37 @@ int volume_stat(Volume *v) {
         return volume_stat_at(v, vdir_fd);
 }
 
-static usec_t revision_created(json_object *o, uint64_t id, int dir_fd, const char *name) {
+/* Revision id's entry in volume.json, or NULL. */
+static json_object *revision_json(json_object *o, uint64_t id) {
         json_object *list;
-        struct stat st;
 
         if (json_object_object_get_ex(o, "revisions", &list) && json_object_is_type(list, json_type_array))
                 for (size_t i = 0; i < json_object_array_length(list); i++) {
                         json_object *e = json_object_array_get_idx(list, i);
 
                         if (revision_id_from_string(json_get_string(e, "id") ?: "") == id)
-                                return json_get_u64(e, "created", 0);
+                                return e;
                 }
+        return NULL;
+}
+
+static usec_t revision_created(json_object *o, uint64_t id, int dir_fd, const char *name) {
+        json_object *e = revision_json(o, id);
+        struct stat st;
+
+        if (e)
+                return json_get_u64(e, "created", 0);
         /* Committed, but the daemon died before recording it: its file knows when. */
         if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                 return 0;
         return (usec_t) st.st_mtim.tv_sec * USEC_PER_SEC + (usec_t) st.st_mtim.tv_nsec / 1000;
+}
+
+/* A revision's format as recorded; one recorded before formats could change is the volume's. */
+static const char *revision_format(json_object *o, uint64_t id, const Volume *v) {
+        const char *format = json_get_string(revision_json(o, id), "format");
+
+        return image_format_is_valid(format) ? format : v->settings.format;
 }
 
 static int compare_revisions(const void *a, const void *b) {
@@ -221,14 +293,15 @@ static int volume_prune_loaded(Volume *v, int vdir_fd) {
         return 0;
 }
 
-static int volume_add_revision(Volume *v, uint64_t id, usec_t created) {
+static int volume_add_revision(Volume *v, uint64_t id, usec_t created, const char *format) {
         Revision *n;
 
         n = reallocarray(v->revisions, v->n_revisions + 1, sizeof *n);
         if (!n)
                 return -ENOMEM;
         v->revisions = n;
-        v->revisions[v->n_revisions++] = (Revision) { id, created };
+        v->revisions[v->n_revisions] = (Revision) { id, created };
+        strcpy(v->revisions[v->n_revisions++].format, format);
         if (id >= v->next_revision)
                 v->next_revision = id + 1;
         return 0;
@@ -236,7 +309,7 @@ static int volume_add_revision(Volume *v, uint64_t id, usec_t created) {
 
 /* Settles a commit that a crash interrupted (see keep_image_as()): a pending link that is still
  * the image is dropped, any other is the previous image and becomes revision id. */
-static int volume_settle_pending(Volume *v, int vdir_fd, uint64_t id) {
+static int volume_settle_pending(Volume *v, int vdir_fd, uint64_t id, json_object *o) {
         const PoolDriver *d = v->pool->driver;
         _cleanup_free_ char *pending = revision_pending_object(id), *object = revision_object(id);
         int r;
@@ -249,7 +322,7 @@ static int volume_settle_pending(Volume *v, int vdir_fd, uint64_t id) {
         r = d->object_rename(vdir_fd, pending, object, false);
         if (r < 0)
                 return r;
-        return volume_add_revision(v, id, now_usec(CLOCK_REALTIME));
+        return volume_add_revision(v, id, now_usec(CLOCK_REALTIME), revision_format(o, id, v));
 }
 
 /* The revision objects on disk are the truth; volume.json only adds their creation times. A
@@ -286,13 +359,13 @@ static int volume_load_revisions(Volume *v, int vdir_fd, json_object *o) {
                 }
                 if (id == 0)
                         continue;
-                r = volume_add_revision(v, id, revision_created(o, id, dir_fd, de->d_name));
+                r = volume_add_revision(v, id, revision_created(o, id, dir_fd, de->d_name), revision_format(o, id, v));
                 if (r < 0)
                         return r;
         }
         for (size_t i = 0; i < n_pending; i++)
                 if (pending[i] != 0)
-                        (void) volume_settle_pending(v, vdir_fd, pending[i]);
+                        (void) volume_settle_pending(v, vdir_fd, pending[i], o);
         if (v->n_revisions > 1)
                 qsort(v->revisions, v->n_revisions, sizeof *v->revisions, compare_revisions);
         return volume_prune_loaded(v, vdir_fd);
@@ -315,7 +388,7 @@ int volume_load(Pool *p, const char *name, Volume **ret) {
         r = store_read_json(vdir_fd, VOLUME_JSON, VOLUME_JSON_MAX, &o);
         if (r < 0)
                 return r;
-        r = volume_from_json(v, o);
+        r = volume_from_json(v, o, vdir_fd);
         if (r < 0)
                 return r;
         (void) store_remove_staging(vdir_fd);
@@ -381,7 +454,7 @@ typedef struct NewImage {
 static int fill_empty(Volume *v, int vdir_fd, void *userdata) {
         NewImage *n = userdata;
 
-        return v->pool->driver->object_create(v, vdir_fd, OBJECT_IMAGE, n->size, n->preallocate);
+        return image_create(v, vdir_fd, OBJECT_IMAGE, v->settings.format, n->size, n->preallocate, NULL);
 }
 
 static int fill_copy(Volume *v, int vdir_fd, void *userdata) {
@@ -506,6 +579,7 @@ static void save_done(int r, void *userdata) {
 
 void volume_work_save(VolumeWork *w, WorkDone then) {
         w->done = then;
+        json_object_put(w->metadata);   /* a journal written before the commit, if any */
         w->metadata = volume_to_json(w->volume);
         if (!w->metadata)
                 save_done(-ENOMEM, w);
@@ -534,6 +608,7 @@ VolumeWork *volume_work_free(VolumeWork *w, int result) {
         safe_close(w->staging_fd);
         json_object_put(w->metadata);
         free(w->source_object);
+        free(w->error);
         free(w->staging);
         free(w->device_partitions);
         free(w->path);

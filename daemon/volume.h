@@ -35,6 +35,7 @@ typedef struct VolumeSettings {
 typedef struct Revision {
         uint64_t id;            /* from the volume's counter, never a time */
         usec_t created;
+        char format[8];         /* the volume's format when it became a revision */
 } Revision;
 
 struct Volume {
@@ -74,6 +75,13 @@ int volume_open_dir(Volume *v);
 
 int volume_load(Pool *p, const char *name, Volume **ret);
 int volume_save(Volume *v);
+/* For a change of the committed image's format (Convert, or Revert to a revision of another
+ * format): volume.json as it must read while that commits, prepared on the loop with the new
+ * revision (new_revision, 0 none) in the present format. format_change_record() then adds, on the
+ * worker, the inode of the object that is about to become the image, before it is renamed over
+ * it: at load the image has that inode exactly when the change was committed. */
+json_object *volume_format_change_json(Volume *v, uint64_t new_revision);
+int volume_format_change_record(json_object *o, int vdir_fd, const char *object, const char *format);
 int volume_create(Volume *v, uint64_t size, bool preallocate);
 /* A new volume whose committed image is a copy of source's object source_object. */
 int volume_create_copy(Volume *v, Volume *source, const char *source_object, CopyProgress *progress);
@@ -93,6 +101,9 @@ typedef struct VolumeWork {
         Volume *volume;
         uint64_t size;          /* CreateVolume, Resize, Start: the size asked for */
         bool preallocate;
+        const char *format;     /* Convert: the format wanted; Start of a snapshot: the source's */
+        bool compress;          /* Convert: compressed qcow2 clusters */
+        char *error;            /* qemu's own words when it failed, for the reply */
         Volume *source;         /* Start of a snap_on_start volume, Clone: where the data comes from */
         Volume *target;         /* Clone: the new volume */
         char *source_object;    /* Clone: OBJECT_IMAGE or a revision's object */
@@ -153,6 +164,7 @@ int volume_revert_work(void *userdata);
 int volume_prune_work(void *userdata);
 int volume_resize_work(void *userdata);
 int volume_clone_work(void *userdata);
+int volume_convert_work(void *userdata);
 int volume_import_work(void *userdata);
 int volume_import_begin_work(void *userdata);
 int volume_import_end_work(void *userdata);

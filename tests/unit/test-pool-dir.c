@@ -141,14 +141,20 @@ static int setup_pool(void **state) {
 }
 
 /* A volume created in f->p and added to it (the pool owns it). */
-static Volume *volume_make(struct fixture *f, const char *name, uint64_t size, bool preallocate) {
+static Volume *volume_make_format(struct fixture *f, const char *name, uint64_t size, bool preallocate,
+                                  const char *format) {
         Volume *v = NULL;
 
         assert_int_equal(volume_new(f->p, name, &v), 0);
+        strcpy(v->settings.format, format);
         v->settings.created = 1700000000000000;
         assert_int_equal(volume_create(v, size, preallocate), 0);
         assert_int_equal(namemap_put(&f->p->volumes, v->name, v), 0);
         return v;
+}
+
+static Volume *volume_make(struct fixture *f, const char *name, uint64_t size, bool preallocate) {
+        return volume_make_format(f, name, size, preallocate, "raw");
 }
 
 static bool exists(struct fixture *f, const char *path) {
@@ -576,8 +582,7 @@ static void settings_round_trip_through_volume_json(void **state) {
         struct fixture *f = *state;
         Volume *v, *loaded = NULL;
 
-        v = volume_make(f, "snap", 1 * MiB, false);
-        strcpy(v->settings.format, "qcow2");
+        v = volume_make_format(f, "snap", 1 * MiB, false, "qcow2");      /* a real image, by qemu-img */
         v->settings.owner = 4242;
         v->settings.read_only = true;
         v->settings.save_on_stop = false;

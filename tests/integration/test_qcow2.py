@@ -1,0 +1,324 @@
+#!/usr/bin/python3
+"""qcow2 volumes (SPEC §4.3, §6): CreateVolume format=qcow2, Size and Info read from the image's
+own header by cistern's inspector, Resize, Start/Stop, revisions and Clone for qcow2 files,
+Convert raw <-> qcow2 as a Job, and a raw volume whose bytes look like qcow2 staying raw."""
+
+import json
+import os
+import struct
+import subprocess
+import tempfile
+
+import harness
+from harness import (CALL_TIMEOUT, USER_A, VOLUME, AsyncCall, Error, MiB, SignalRecorder,
+                     dir_volume_file, job_added, job_completed)
+
+QEMU_IMG = "/usr/bin/qemu-img"
+QCOW2_MAGIC = b"QFI\xfb"
+
+
+def qemu_img(*args):
+    return subprocess.run([QEMU_IMG] + list(args), check=True, capture_output=True).stdout
+
+
+def image_info(path, fmt):
+    return json.loads(qemu_img("info", "--output=json", "-f", fmt, path))
+
+
+def guest_bytes(path, fmt):
+    """What a guest sees of the image in path, read as fmt."""
+    with tempfile.NamedTemporaryFile() as out:
+        qemu_img("convert", "-f", fmt, "-O", "raw", path, out.name)
+        with open(out.name, "rb") as f:
+            return f.read()
+
+
+def write_at(path, offset, data):
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, offset)
+    finally:
+        os.close(fd)
+
+
+def evil_qcow2_header(backing):
+    """A qcow2 v2 header naming `backing` as its backing file, as a guest could write into the first
+    sector of its raw disk (OpenStack bug 1221190)."""
+    name = backing.encode()
+    header = struct.pack(">4sIQIIQIIQQIIQ", QCOW2_MAGIC, 2, 72, len(name), 16, 64 * MiB,
+                         0, 1, 3 * 65536, 65536, 1, 1, 2 * 65536)
+    return header + name
+
+
+class Qcow2TestCase(harness.CisternTestCase):
+
+    def setUp(self):
+        super().setUp()
+        if not os.access(QEMU_IMG, os.X_OK):
+            self.skipTest("qemu-img is not installed")
+        self.pool = self.make_pool("p1")
+
+    def file(self, name, *names):
+        return dir_volume_file(self.pool.dir, name, *(names or ("image",)))
+
+    def prop(self, obj, name):
+        return self.c.prop(obj, VOLUME, name)
+
+    def restart_daemon(self):
+        """SIGKILL: whatever it had not written is lost; the next call activates it again."""
+        self.env.kill_daemon()
+
+
+class CreateTest(Qcow2TestCase):
+
+    def test_a_qcow2_volume_is_a_qcow2_file_of_the_virtual_size(self):
+        v = self.make_volume(self.pool, "q", 64 * MiB, format="qcow2")
+        self.assertEqual(self.prop(v, "Format"), "qcow2")
+        self.assertEqual(self.prop(v, "Size"), 64 * MiB)
+        with open(self.file("q"), "rb") as f:
+            self.assertEqual(f.read(4), QCOW2_MAGIC)
+        self.assertLess(os.path.getsize(self.file("q")), MiB, "a new qcow2 image holds no data")
+        info = image_info(self.file("q"), "qcow2")
+        self.assertEqual(info["virtual-size"], 64 * MiB)
+        self.assertNotIn("backing-filename", info)
+
+    def test_info_reports_the_header(self):
+        v = self.make_volume(self.pool, "q", 64 * MiB, format="qcow2")
+        info = self.c.info(v)
+        expected = image_info(self.file("q"), "qcow2")
+        self.assertEqual(info["format"], "qcow2")
+        self.assertEqual(info["virtual_size"], 64 * MiB)
+        self.assertEqual(info["cluster_size"], expected["cluster-size"])
+        self.assertEqual(info["compat"], expected["format-specific"]["data"]["compat"])
+        self.assertEqual(info["compressed_clusters"], 0)
+        self.assertFalse(info["dirty"])
+        self.assertGreater(info["actual_size"], 0)
+
+    def test_raw_info_has_no_qcow2_details(self):
+        v = self.make_volume(self.pool, "r", MiB)
+        self.assertEqual(set(self.c.info(v)), {"format", "virtual_size", "actual_size"})
+
+    def test_an_unknown_format_is_refused(self):
+        self.assert_fails(Error.InvalidArgument, self.make_volume, self.pool, "x", MiB, format="vmdk")
+
+    def test_preallocated_qcow2_allocates_its_blocks(self):
+        v = self.make_volume(self.pool, "q", 8 * MiB, format="qcow2", preallocate=True)
+        self.assertGreaterEqual(self.prop(v, "Usage"), 8 * MiB)
+
+
+class ResizeTest(Qcow2TestCase):
+
+    def test_grow_and_shrink_change_the_virtual_size(self):
+        v = self.make_volume(self.pool, "q", 16 * MiB, format="qcow2")
+        self.c.resize(v, 32 * MiB)
+        self.assertEqual(self.prop(v, "Size"), 32 * MiB)
+        self.assertEqual(image_info(self.file("q"), "qcow2")["virtual-size"], 32 * MiB)
+        self.assert_fails(Error.WouldShrink, self.c.resize, v, 8 * MiB)
+        self.c.resize(v, 8 * MiB, {"allow_shrink": True})
+        self.assertEqual(image_info(self.file("q"), "qcow2")["virtual-size"], 8 * MiB)
+
+    def test_a_started_volume_resizes_its_working_copy(self):
+        v = self.make_volume(self.pool, "q", 16 * MiB, format="qcow2")
+        self.c.start_volume(v)
+        self.c.resize(v, 24 * MiB)
+        self.assertEqual(image_info(self.file("q", "work"), "qcow2")["virtual-size"], 24 * MiB)
+        self.c.stop_volume(v)
+        self.assertEqual(self.prop(v, "Size"), 24 * MiB)
+
+
+class LifeCycleTest(Qcow2TestCase):
+
+    def test_stop_commits_the_working_copy_and_keeps_a_revision(self):
+        v = self.make_volume(self.pool, "q", 16 * MiB, format="qcow2")
+        self.c.start_volume(v)
+        work = self.file("q", "work")
+        qemu_img("resize", "-f", "qcow2", work, str(20 * MiB))   # the "VM" changes it
+        self.c.stop_volume(v)
+        self.assertEqual(self.prop(v, "Size"), 20 * MiB)
+        self.assertEqual(len(self.prop(v, "Revisions")), 1)
+        self.assertEqual(self.prop(v, "Format"), "qcow2")
+
+    def test_a_volatile_volume_starts_on_an_empty_qcow2_image(self):
+        v = self.make_volume(self.pool, "q", 16 * MiB, format="qcow2", save_on_stop=False)
+        self.c.start_volume(v)
+        info = image_info(self.file("q", "work"), "qcow2")
+        self.assertEqual((info["format"], info["virtual-size"]), ("qcow2", 16 * MiB))
+        self.c.stop_volume(v)
+        self.assertFalse(os.path.exists(self.file("q", "work")))
+
+    def test_a_snapshot_of_a_raw_source_is_converted_to_the_volumes_format(self):
+        src = self.make_volume(self.pool, "src", 4 * MiB)
+        write_at(self.file("src"), MiB, b"guest data")
+        snap = self.make_volume(self.pool, "snap", 4 * MiB, format="qcow2", snap_on_start=True,
+                                source=src)
+        self.c.start_volume(snap)
+        work = self.file("snap", "work")
+        self.assertEqual(image_info(work, "qcow2")["format"], "qcow2")
+        self.assertEqual(guest_bytes(work, "qcow2")[MiB:MiB + 10], b"guest data")
+
+    def test_clone_keeps_the_format(self):
+        v = self.make_volume(self.pool, "q", 16 * MiB, format="qcow2")
+        c = self.c.clone(v, self.pool.obj, "c")
+        self.assertEqual((self.prop(c, "Format"), self.prop(c, "Size")), ("qcow2", 16 * MiB))
+
+
+class ConvertTest(Qcow2TestCase):
+
+    def convert(self, obj, fmt, options=None):
+        return self.c.call(obj, VOLUME, "Convert", "sa{sv}", fmt, harness.variant_dict(options or {}),
+                           timeout=CALL_TIMEOUT)
+
+    def raw_volume_with_data(self, name="v", size=8 * MiB):
+        v = self.make_volume(self.pool, name, size)
+        write_at(self.file(name), 0, b"first sector")
+        write_at(self.file(name), 5 * MiB, os.urandom(64 * 1024))
+        return v, guest_bytes(self.file(name), "raw")
+
+    def test_raw_to_qcow2_keeps_the_content_and_the_old_image_as_a_revision(self):
+        v, content = self.raw_volume_with_data()
+        self.convert(v, "qcow2")
+        self.assertEqual(self.prop(v, "Format"), "qcow2")
+        self.assertEqual(self.prop(v, "Size"), 8 * MiB)
+        self.assertEqual(guest_bytes(self.file("v"), "qcow2"), content)
+        (rev, _), = self.prop(v, "Revisions")
+        self.assertEqual(guest_bytes(self.file("v", "revisions", rev), "raw"), content)
+        self.assertEqual(self.c.info(v)["format"], "qcow2")
+
+    def test_qcow2_to_raw_and_back_after_a_restart(self):
+        v, content = self.raw_volume_with_data()
+        self.convert(v, "qcow2", {"compress": True})
+        self.assertGreater(self.c.info(v)["compressed_clusters"], 0)
+        self.convert(v, "raw")
+        self.assertEqual(self.prop(v, "Format"), "raw")
+        with open(self.file("v"), "rb") as f:
+            self.assertEqual(f.read(), content)
+        self.restart_daemon()
+        v = self.c.get_volume("p1", "v")
+        self.assertEqual(self.prop(v, "Format"), "raw")
+
+    def test_revert_to_a_revision_of_the_other_format_restores_that_format(self):
+        v, content = self.raw_volume_with_data()
+        self.convert(v, "qcow2")
+        (rev, _), = self.prop(v, "Revisions")
+        self.c.revert(v, rev)
+        self.assertEqual(self.prop(v, "Format"), "raw")
+        with open(self.file("v"), "rb") as f:
+            self.assertEqual(f.read(), content)
+        self.restart_daemon()
+        v = self.c.get_volume("p1", "v")
+        self.assertEqual(self.prop(v, "Format"), "raw")
+        revs = self.prop(v, "Revisions")
+        self.assertEqual(len(revs), 1)
+        self.assertEqual(image_info(self.file("v", "revisions", revs[0][0]), "qcow2")["format"], "qcow2")
+
+    def crash_between_commit_and_record(self, committed):
+        """volume.json as a Convert to qcow2 leaves it when cisternd dies after its record and
+        (committed) or before (not committed) the rename of the new image over the old."""
+        v, content = self.raw_volume_with_data()
+        self.env.stop_daemon()
+        staging = self.file("v", ".stage-crashtest")
+        qemu_img("convert", "-f", "raw", "-O", "qcow2", self.file("v"), staging)
+        meta_path = self.file("v", "volume.json")
+        with open(meta_path) as f:
+            meta = json.load(f)
+        meta["format_change"] = {"ino": os.stat(staging).st_ino, "format": "qcow2"}
+        with open(meta_path, "w") as f:
+            json.dump(meta, f)
+        if committed:
+            os.rename(staging, self.file("v"))
+        v = self.c.get_volume("p1", "v")
+        return v, content
+
+    def test_a_committed_change_of_format_is_found_after_a_crash(self):
+        v, content = self.crash_between_commit_and_record(True)
+        self.assertEqual(self.prop(v, "Format"), "qcow2")
+        self.assertEqual(self.prop(v, "Size"), 8 * MiB)
+        self.assertEqual(guest_bytes(self.file("v"), "qcow2"), content)
+
+    def test_an_uncommitted_change_of_format_is_not(self):
+        v, content = self.crash_between_commit_and_record(False)
+        self.assertEqual(self.prop(v, "Format"), "raw")
+        with open(self.file("v"), "rb") as f:
+            self.assertEqual(f.read(), content)
+        self.assertEqual([n for n in os.listdir(self.file("v", "")) if n.startswith(".stage-")], [])
+
+    def test_clone_of_a_revision_takes_the_revisions_format(self):
+        v, content = self.raw_volume_with_data()
+        self.convert(v, "qcow2")
+        (rev, _), = self.prop(v, "Revisions")
+        c = self.c.clone(v, self.pool.obj, "c", {"revision": rev})
+        self.assertEqual(self.prop(c, "Format"), "raw")
+        self.assertEqual(guest_bytes(self.file("c"), "raw"), content)
+
+    def test_convert_runs_as_a_job(self):
+        v, _ = self.raw_volume_with_data()
+        rec = SignalRecorder(self.env.bus)
+        call = AsyncCall(self.env.bus, v, VOLUME, "Convert", "sa{sv}", "qcow2", {})
+        self.assertTrue(call.wait(), "Convert never answered")
+        self.assertTrue(call.ok, str(call))
+        added = rec.wait_for(job_added("Convert"))
+        self.assertIsNotNone(added, "no Convert job")
+        self.assertIsNotNone(rec.wait_for(job_completed(added.args[0])))
+
+    def test_bad_requests_change_nothing(self):
+        v, _ = self.raw_volume_with_data()
+        self.assert_fails(Error.InvalidArgument, self.convert, v, "vmdk")
+        self.assert_fails(Error.InvalidArgument, self.convert, v, "raw", {"compress": True})
+        self.assert_fails(Error.InvalidArgument, self.convert, v, "qcow2", {"bogus": True})
+        self.c.start_volume(v)
+        self.assert_fails(Error.WrongState, self.convert, v, "qcow2")
+
+    def test_same_format_changes_nothing(self):
+        v, _ = self.raw_volume_with_data()
+        before = self.snapshot_state()
+        self.convert(v, "raw")
+        self.assertEqual(before, self.snapshot_state())
+
+    def test_unprivileged_caller_is_denied(self):
+        v, _ = self.raw_volume_with_data()
+        self.assert_user_fails(Error.NotAuthorized, USER_A,
+                               lambda c: c.call(v, VOLUME, "Convert", "sa{sv}", "qcow2", harness.variant_dict({})))
+
+
+class RawStaysRawTest(Qcow2TestCase):
+    """A raw volume whose guest wrote a qcow2 header naming a host file: cistern never reads it as
+    qcow2, so qemu never opens the canary."""
+
+    def setUp(self):
+        super().setUp()
+        self.canary = os.path.join(self.env.dirs["pools"], "canary")
+        with open(self.canary, "wb") as f:
+            f.write(b"host secret" * 100)
+        os.utime(self.canary, (1, 1))
+        self.v = self.make_volume(self.pool, "r", 4 * MiB)
+        write_at(self.file("r"), 0, evil_qcow2_header(self.canary))
+        self.bytes = guest_bytes(self.file("r"), "raw")
+
+    def assert_canary_untouched(self):
+        self.assertEqual(os.stat(self.canary).st_atime, 1, "the canary file was read")
+
+    def test_info_and_size_are_raw(self):
+        info = self.c.info(self.v)
+        self.assertEqual((info["format"], info["virtual_size"]), ("raw", 4 * MiB))
+        self.assertEqual(self.prop(self.v, "Size"), 4 * MiB)
+        self.assert_canary_untouched()
+
+    def test_resize_and_convert_treat_the_bytes_as_raw(self):
+        self.c.resize(self.v, 6 * MiB)
+        self.assertEqual(os.path.getsize(self.file("r")), 6 * MiB)
+        self.c.call(self.v, VOLUME, "Convert", "sa{sv}", "qcow2", harness.variant_dict({}),
+                    timeout=CALL_TIMEOUT)
+        converted = guest_bytes(self.file("r"), "qcow2")
+        self.assertEqual(converted[:len(self.bytes)], self.bytes)
+        self.assertNotIn("backing-filename", image_info(self.file("r"), "qcow2"))
+        self.assert_canary_untouched()
+
+    def test_a_restart_does_not_rederive_the_format(self):
+        self.restart_daemon()
+        v = self.c.get_volume("p1", "r")
+        self.assertEqual((self.prop(v, "Format"), self.prop(v, "Size")), ("raw", 4 * MiB))
+        self.assert_canary_untouched()
+
+
+if __name__ == "__main__":
+    harness.main()
