@@ -23,6 +23,7 @@ typedef struct InfoWork {
         uint64_t size, usage;
         Qcow2Info qcow2;
         uint64_t compressed;
+        bool compressed_known;
 } InfoWork;
 
 static int info_work(void *userdata) {
@@ -46,16 +47,28 @@ static int info_work(void *userdata) {
                 return r == -ENOMEDIUM ? -EBADMSG : r;
         if (fstat(fd, &st) < 0)
                 return -errno;
-        return qcow2_count_compressed(fd, (uint64_t) st.st_size, &i->qcow2, &i->compressed);
+        /* A working copy changes under the walk while its VM writes: a count that fails is left
+         * out rather than failing the call. */
+        r = qcow2_count_compressed(fd, (uint64_t) st.st_size, &i->qcow2, &i->compressed);
+        if (r < 0)
+                log_debug_errno(r, "Could not count the compressed clusters of %s/%s: %m", v->pool->name, v->name);
+        i->compressed_known = r >= 0;
+        return 0;
 }
 
 static int info_append_qcow2(sd_bus_message *reply, const InfoWork *i) {
         const Qcow2Info *q = &i->qcow2;
 
-        return sd_bus_message_append(reply, "{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}",
+        int r;
+
+        if (i->compressed_known) {
+                r = sd_bus_message_append(reply, "{sv}", "compressed_clusters", "t", i->compressed);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_append(reply, "{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}{sv}",
                                      "compat", "s", q->compat,
                                      "cluster_size", "t", q->cluster_size,
-                                     "compressed_clusters", "t", i->compressed,
                                      "compression_type", "s", q->compression_type,
                                      "refcount_bits", "u", q->refcount_bits,
                                      "dirty", "b", q->dirty,

@@ -317,6 +317,9 @@ class Cistern:
     def revert(self, volume_obj, revision, options=None):
         self.call(volume_obj, VOLUME, "Revert", "sa{sv}", revision, variant_dict(options))
 
+    def convert(self, volume_obj, fmt, options=None):
+        self.call(volume_obj, VOLUME, "Convert", "sa{sv}", fmt, variant_dict(options))
+
     def clone(self, volume_obj, pool_obj, name, options=None):
         return str(self.call(volume_obj, VOLUME, "Clone", "osa{sv}", pool_obj, name,
                              variant_dict(options)))

@@ -108,6 +108,7 @@ class AuthorizationTestCase(harness.CisternTestCase):
             "Volume.RemoveRevision": (denied, lambda c: c.remove_revision(volume, revision)),
             "Volume.Revert": (denied, lambda c: c.revert(volume, revision)),
             "Volume.Clone": (denied, lambda c: c.clone(volume, pool, "clone")),
+            "Volume.Convert": (denied, lambda c: c.convert(volume, "qcow2")),
             "Volume.Import": (denied,
                               lambda c: with_memfd(MiB, lambda fd: c.import_(volume, fd))),
             "Volume.ImportBegin": (denied, lambda c: c.import_begin(volume, {"size": MiB})),

@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 
 import harness
-from harness import (CALL_TIMEOUT, USER_A, VOLUME, AsyncCall, Error, MiB, SignalRecorder,
+from harness import (USER_A, VOLUME, AsyncCall, Error, MiB, SignalRecorder,
                      dir_volume_file, job_added, job_completed)
 
 QEMU_IMG = "/usr/bin/qemu-img"
@@ -165,8 +165,7 @@ class LifeCycleTest(Qcow2TestCase):
 class ConvertTest(Qcow2TestCase):
 
     def convert(self, obj, fmt, options=None):
-        return self.c.call(obj, VOLUME, "Convert", "sa{sv}", fmt, harness.variant_dict(options or {}),
-                           timeout=CALL_TIMEOUT)
+        self.c.convert(obj, fmt, options)
 
     def raw_volume_with_data(self, name="v", size=8 * MiB):
         v = self.make_volume(self.pool, name, size)
@@ -277,7 +276,7 @@ class ConvertTest(Qcow2TestCase):
     def test_unprivileged_caller_is_denied(self):
         v, _ = self.raw_volume_with_data()
         self.assert_user_fails(Error.NotAuthorized, USER_A,
-                               lambda c: c.call(v, VOLUME, "Convert", "sa{sv}", "qcow2", harness.variant_dict({})))
+                               lambda c: c.convert(v, "qcow2"))
 
 
 class RawStaysRawTest(Qcow2TestCase):
@@ -306,8 +305,7 @@ class RawStaysRawTest(Qcow2TestCase):
     def test_resize_and_convert_treat_the_bytes_as_raw(self):
         self.c.resize(self.v, 6 * MiB)
         self.assertEqual(os.path.getsize(self.file("r")), 6 * MiB)
-        self.c.call(self.v, VOLUME, "Convert", "sa{sv}", "qcow2", harness.variant_dict({}),
-                    timeout=CALL_TIMEOUT)
+        self.c.convert(self.v, "qcow2")
         converted = guest_bytes(self.file("r"), "qcow2")
         self.assertEqual(converted[:len(self.bytes)], self.bytes)
         self.assertNotIn("backing-filename", image_info(self.file("r"), "qcow2"))
