@@ -74,13 +74,14 @@ static int attach_once(int control_fd, const struct loop_config *config, LoopCla
         return r;
 }
 
-int loop_attach(int backing_fd, bool read_only, LoopClaimFunc claim, void *userdata, LoopDevice *ret) {
+int loop_attach(int backing_fd, bool read_only, bool direct_io, LoopClaimFunc claim, void *userdata,
+                LoopDevice *ret) {
         /* Two threads may be handed the same free number; only one of them may claim it. */
         static pthread_mutex_t attach_lock = PTHREAD_MUTEX_INITIALIZER;
         _cleanup_close_ int control_fd = -EBADF;
         struct loop_config config = {
                 .fd = (uint32_t) backing_fd,
-                .info.lo_flags = LO_FLAGS_DIRECT_IO | (read_only ? LO_FLAGS_READ_ONLY : 0),
+                .info.lo_flags = (direct_io ? LO_FLAGS_DIRECT_IO : 0) | (read_only ? LO_FLAGS_READ_ONLY : 0),
         };
         int r = -EBUSY;
 

@@ -25,12 +25,13 @@ char *loop_node(const LoopDevice *d, char buf[static LOOP_NODE_MAX]);
 typedef int (*LoopClaimFunc)(unsigned number, bool claimed, void *userdata);
 
 /* Attaches the file open as backing_fd to a free loop device with LOOP_CONFIGURE, atomically:
- * read-only when asked, with direct I/O where the backing filesystem allows it. Another process
- * may take the free device between LOOP_CTL_GET_FREE and LOOP_CONFIGURE; that is retried up to
- * LOOP_ATTACH_TRIES times, then -EBUSY. Attaches within the process take turns from
- * LOOP_CTL_GET_FREE to LOOP_CONFIGURE, so a number is claimed by one of them at a time. */
+ * read-only when asked, with direct I/O when asked and where the backing filesystem allows it.
+ * Another process may take the free device between LOOP_CTL_GET_FREE and LOOP_CONFIGURE; that is
+ * retried up to LOOP_ATTACH_TRIES times, then -EBUSY. Attaches within the process take turns
+ * from LOOP_CTL_GET_FREE to LOOP_CONFIGURE, so a number is claimed by one of them at a time. */
 #define LOOP_ATTACH_TRIES 64
-int loop_attach(int backing_fd, bool read_only, LoopClaimFunc claim, void *userdata, LoopDevice *ret);
+int loop_attach(int backing_fd, bool read_only, bool direct_io, LoopClaimFunc claim, void *userdata,
+                LoopDevice *ret);
 
 /* Opens d with flags, or -ESTALE when the device no longer has d's diskseq. */
 int loop_open(const LoopDevice *d, int flags);

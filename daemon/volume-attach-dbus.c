@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Volume methods that give access to a volume's data as a device or an fd: Attach, Detach and
- * Open. A raw volume is
- * attached as a loop device (the working copy while started, else the committed image), named
- * in the runtime directory's records for udev's rules, and the call returns only once udev has
- * processed the device.
+ * Open. A volume is attached as a loop device (the working copy while started, else the
+ * committed image), named in the runtime directory's records for udev's rules, and the call
+ * returns only once udev has processed the device. A raw image is the loop device's backing
+ * file itself; a qcow2 image is served, as the raw disk the guest sees, by qemu-storage-daemon
+ * over FUSE (fuse-export.h), and the loop device is attached to that file.
  *
  * The committed image of a stopped volume is shared with its revisions (hard links) and is never
  * written in place, so it is attached read-only (by default, and refused otherwise): writing
@@ -19,7 +20,9 @@
 #include "bus-util.h"
 #include "device.h"
 #include "errors.h"
+#include "fuse-export.h"
 #include "log.h"
+#include "qemu.h"
 #include "udev-watch.h"
 #include "volume-dbus.h"
 
@@ -34,6 +37,11 @@ static const OptionSpec attach_spec[] = {
         {}
 };
 
+/* Whether v's device is attached to an export of its image rather than to the image itself. */
+static bool is_exported(const Volume *v) {
+        return streq(v->settings.format, "qcow2");
+}
+
 void volume_set_detached(Volume *v) {
         v->device = (LoopDevice) {};
         v->device_on_work = false;
@@ -47,8 +55,9 @@ int volume_check_detached(Volume *v, sd_bus_error *error) {
 
         if (!volume_is_attached(v))
                 return 0;
-        return sd_bus_error_setf(error, ERR_BUSY, "Volume %s/%s is attached as %s; detach it first.",
-                                 v->pool->name, v->name, loop_node(&v->device, node));
+        return sd_bus_error_setf(error, ERR_BUSY, "Volume %s/%s is attached as %s%s; detach it first.",
+                                 v->pool->name, v->name, loop_node(&v->device, node),
+                                 is_exported(v) ? ", its qcow2 image held open by qemu-storage-daemon" : "");
 }
 
 /* The partition devices of w's new device, from its table, checked first. */
@@ -89,6 +98,7 @@ static int attach_work(void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
         _cleanup_close_ int vdir_fd = volume_open_dir(v), fd = -EBADF;
+        char export[FUSE_EXPORT_NAME_MAX];
         int r;
 
         if (vdir_fd < 0)
@@ -97,16 +107,31 @@ static int attach_work(void *userdata) {
                                           w->read_only ? O_RDONLY : O_RDWR);
         if (fd < 0)
                 return fd;
-        r = device_attach(v, fd, w->read_only, &w->device);
-        if (r < 0)
-                return r;
-        /* udev looks at the disk again, now with its record, then the partitions come: udev
-         * handles a disk's events before those of its partitions, which take the disk's names. */
-        r = udev_trigger_change(w->device.devnum);
-        if (r >= 0 && w->partitions)
-                r = add_partitions(w);
-        if (r < 0)
-                attach_undo(w);
+        if (is_exported(v)) {
+                _cleanup_close_ int image_fd = TAKE_FD(fd);
+
+                r = fuse_export_start(v, image_fd, !w->read_only, export, &fd, &w->error);
+                if (r < 0)
+                        return r;
+        }
+        r = device_attach(v, fd, w->read_only, is_exported(v) ? export : NULL, &w->device);
+        if (r >= 0) {
+                /* udev looks at the disk again, now with its record, then the partitions come: udev
+                 * handles a disk's events before those of its partitions, which take the disk's
+                 * names. */
+                r = udev_trigger_change(w->device.devnum);
+                if (r >= 0 && w->partitions)
+                        r = add_partitions(w);
+                if (r < 0)
+                        attach_undo(w);
+        }
+        /* The export goes after the device on it, whose record goes on the loop. */
+        if (r < 0 && is_exported(v)) {
+                int k = fuse_export_stop(v->pool->manager, export);
+
+                if (k < 0)
+                        log_warning_errno(k, "Failed to end export %s again, the next start retries: %m", export);
+        }
         return r;
 }
 
@@ -125,13 +150,24 @@ void volume_attach_reply_error(VolumeWork *w, int r) {
         else if (r == -ETIMEDOUT)
                 (void) sd_bus_reply_method_errorf(w->msg, ERR_FAILED,
                                                   "udev did not process the device in time; is systemd-udevd running?");
+        else if (r == -EIO && w->error)
+                (void) sd_bus_reply_method_errorf(w->msg, ERR_FAILED,
+                                                  "qemu-storage-daemon could not serve the qcow2 image of volume %s/%s: %s",
+                                                  v->pool->name, v->name, w->error);
         else
                 volume_work_reply_error(w, r, "Failed to attach the volume");
 }
 
 void volume_work_undo_attach(VolumeWork *w) {
+        Manager *m = w->volume->pool->manager;
+        char export[FUSE_EXPORT_NAME_MAX];
+        bool exported = w->device.diskseq != 0 && device_export(m, &w->device, export) > 0;
+
         attach_undo(w);
         attach_release(w);
+        /* Its daemon takes a moment to end: not on the loop. */
+        if (exported)
+                fuse_export_stop_async(m, export);
         volume_set_detached(w->volume);
 }
 
@@ -163,7 +199,8 @@ static void attach_done(int r, void *userdata) {
         }
         v->device = w->device;
         v->device_read_only = w->read_only;
-        v->device_on_work = v->state == VOLUME_STARTED;
+        /* Only a working copy that is the device's own backing file can be resized under it. */
+        v->device_on_work = v->state == VOLUME_STARTED && !is_exported(v);
         v->partitions = TAKE_PTR(w->device_partitions);
         v->n_partitions = w->n_device_partitions;
 
@@ -181,7 +218,25 @@ static void attach_done(int r, void *userdata) {
                 attach_ready(r, w);
 }
 
+/* NotSupported when v's format cannot be attached here. */
+static int check_attachable(Volume *v, sd_bus_error *error) {
+        if (!streq(v->settings.format, "raw") && !is_exported(v))
+                return sd_bus_error_setf(error, ERR_NOT_SUPPORTED, "Attaching %s volumes is not supported.", v->settings.format);
+        if (is_exported(v) && access(QEMU_STORAGE_DAEMON_PATH, X_OK) < 0)
+                return sd_bus_error_setf(error, ERR_NOT_SUPPORTED,
+                                         "Attaching qcow2 volumes needs %s (Debian package qemu-system-common), "
+                                         "which is not installed.", QEMU_STORAGE_DAEMON_PATH);
+        return 0;
+}
+
 int volume_work_attach(VolumeWork *w, WorkDone then, sd_bus_error *error) {
+        int r;
+
+        r = check_attachable(w->volume, error);
+        if (r < 0) {
+                volume_work_free(w, r);
+                return r;
+        }
         w->attached = then;
         return volume_work_start(w, attach_work, attach_done, error);
 }
@@ -210,9 +265,9 @@ int method_attach(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
                 return r;
         if (!option_seen(seen, attach_spec, "read_only"))
                 o.read_only = v->settings.read_only || v->state == VOLUME_STOPPED;
-        if (!streq(v->settings.format, "raw"))
-                return sd_bus_error_setf(error, ERR_NOT_SUPPORTED, "Attaching %s volumes is not supported.", v->settings.format);
-        r = volume_check_idle(v, error);
+        r = check_attachable(v, error);
+        if (r >= 0)
+                r = volume_check_idle(v, error);
         if (r >= 0)
                 r = volume_check_detached(v, error);
         if (r < 0)
@@ -241,10 +296,23 @@ int method_attach(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
 
 static int detach_work(void *userdata) {
         VolumeWork *w = userdata;
-        int r;
+        Manager *m = w->volume->pool->manager;
+        char export[FUSE_EXPORT_NAME_MAX];
+        int r, exported;
 
+        exported = device_export(m, &w->volume->device, export);
         r = loop_detach(&w->volume->device);
-        return r == -ESTALE ? 0 : r;    /* gone already */
+        if (r == -ESTALE)
+                r = 0;  /* gone already */
+        /* Then the export the device was attached to, if any. Should it refuse to end, the
+         * device is gone all the same, and the next start ends it. */
+        if (r >= 0 && exported > 0) {
+                int k = fuse_export_stop(m, export);
+
+                if (k < 0)
+                        log_warning_errno(k, "Failed to end export %s, the next start retries: %m", export);
+        }
+        return r;
 }
 
 static void detach_done(int r, void *userdata) {

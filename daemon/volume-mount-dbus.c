@@ -275,8 +275,6 @@ int method_mount(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
                 if (r < 0)
                         return r;
         }
-        if (!volume_is_attached(v) && !streq(v->settings.format, "raw"))
-                return sd_bus_error_setf(error, ERR_NOT_SUPPORTED, "Attaching %s volumes is not supported.", v->settings.format);
         if (volume_is_attached(v) && v->device_read_only && option_seen(seen, mount_spec, "read_only") && !o.read_only)
                 return sd_bus_error_setf(error, ERR_WRONG_STATE, "Volume %s/%s is attached read-only.", v->pool->name, v->name);
         if (!v->pool->manager->udev && !volume_is_attached(v))

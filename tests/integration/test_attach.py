@@ -5,7 +5,8 @@
 What is checked, on real loop devices:
 - Attach exposes the working copy of a started volume (read-write unless read_only) and the
   committed image of a stopped one (read-only; read_only=false is WrongState there, and
-  InvalidArgument on a ReadOnly volume); raw volumes only; a second Attach is Busy.
+  InvalidArgument on a ReadOnly volume); a second Attach is Busy (qcow2 volumes:
+  test_attach_qcow2.py).
 - The call replies once udev has processed the disk and every partition with cistern's rules:
   /dev/cistern/<pool>/<volume> and …-part<N> exist at reply time, udev's database marks every
   device UDISKS_IGNORE=1, and <runtime dir>/devices/<diskseq> names the volume.
@@ -28,7 +29,6 @@ Needs root, loop devices and systemd-udevd; sfdisk and mkfs.{ext4,xfs,vfat} for 
 
 import contextlib
 import errno
-import json
 import os
 import shutil
 import socket
@@ -515,37 +515,6 @@ class AttachBasics(AttachTestCase):
                           extra_dirs=[self.run_dir])
         device = self.attach(obj)
         self.assert_attached(obj, "v1", device, self.work("v1"), read_only=True)
-
-    def qcow2_volume(self, name):
-        """A qcow2 volume: created, or where CreateVolume does not make qcow2 volumes, a raw one
-        whose image qemu-img turns into qcow2 and whose recorded format becomes qcow2 while
-        the daemon is stopped (the daemon adopts it as it finds it)."""
-        try:
-            return self.volume(name, format="qcow2")
-        except dbus.exceptions.DBusException as e:
-            if e.get_dbus_name() != Error.NotSupported:
-                raise
-        self.need_tools("qemu-img")
-        obj = self.volume(name)
-        self.env.stop_daemon()
-        harness.run_checked(["qemu-img", "create", "-q", "-f", "qcow2", self.image(name),
-                             str(8 * MiB)])
-        metadata = dir_volume_file(self.pool.dir, name, "volume.json")
-        with open(metadata) as f:
-            settings = json.load(f)
-        self.assertEqual(settings.get("format"), "raw", "unexpected %s" % metadata)
-        settings["format"] = "qcow2"
-        with open(metadata, "w") as f:
-            json.dump(settings, f)
-        if self.c.prop(obj, VOLUME, "Format") != "qcow2":
-            self.skipTest("cannot make a qcow2 volume here")
-        return obj
-
-    def test_qcow2_is_not_supported(self):
-        obj = self.qcow2_volume("q")
-        self.assert_fails(Error.NotSupported, self.c.attach, obj, {},
-                          extra_dirs=[self.run_dir])
-        self.assertEqual(loop_devices_under(self.pool.dir), [])
 
     def test_bad_options(self):
         obj = self.volume("v1")
