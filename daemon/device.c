@@ -297,8 +297,10 @@ static void adopt(Volume *v, const LoopDevice *d, const char *export, ExportList
                 (void) partitions_list(fd, sysname, &v->partitions, &v->n_partitions);
         v->device = *d;
         v->device_read_only = loop_is_read_only(d);
-        if (export)
+        if (export) {
+                v->device_on_work = v->state == VOLUME_STARTED && !v->device_read_only;
                 export_list_add(adopted, export);
+        }
         log_debug("Volume %s/%s is attached as /dev/loop%u%s%s.", v->pool->name, v->name, d->number,
                   export ? " through export " : "", export ?: "");
 }

@@ -55,6 +55,22 @@ static int pidfd_signal(int pidfd, int sig) {
         return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0 && errno != ESRCH ? -errno : 0;
 }
 
+int fuse_export_resize(Manager *m, const char *name, uint64_t size) {
+        _cleanup_close_ int dir_fd = -EBADF, fd = -EBADF;
+
+        if (!fuse_export_name_is_valid(name))
+                return -EINVAL;
+        dir_fd = exports_open(m, false);
+        if (dir_fd < 0)
+                return dir_fd;
+        fd = open_beneath(dir_fd, name, O_RDWR | O_NOCTTY, 0);
+        if (fd < 0)
+                return fd;
+        if (ftruncate(fd, (off_t) size) < 0 || fsync(fd) < 0)
+                return -errno;
+        return 0;
+}
+
 /* The live daemon of export name: 0 and its pidfd, or -ESRCH when there is none. */
 static int find_daemon(int dirfd, const char *name, int *ret_pidfd) {
         _cleanup_close_ int pidfile_fd = -EBADF;

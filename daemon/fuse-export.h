@@ -43,6 +43,11 @@ int fuse_export_stop(Manager *m, const char *name);
  * logged, and the export is then swept at the next start. */
 void fuse_export_stop_async(Manager *m, const char *name);
 
+/* Sets the size of the disk export name serves, writable: qemu-storage-daemon resizes the
+ * image under it (as qemu-img resize would, which the daemon's lock on the image forbids now).
+ * The loop device on it learns the new size from loop_set_capacity(). Worker threads only. */
+int fuse_export_resize(Manager *m, const char *name, uint64_t size);
+
 /* Whether export name is alive (its daemon holds its pidfile) and its file is dev:ino, as a
  * loop device's backing file: 1 yes, 0 no. The file is looked at only while its daemon lives,
  * so a dead export's mount never makes this wait. */

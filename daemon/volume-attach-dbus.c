@@ -199,8 +199,9 @@ static void attach_done(int r, void *userdata) {
         }
         v->device = w->device;
         v->device_read_only = w->read_only;
-        /* Only a working copy that is the device's own backing file can be resized under it. */
-        v->device_on_work = v->state == VOLUME_STARTED && !is_exported(v);
+        /* A working copy that is the device's own backing file can be resized under it; an
+         * exported one through its export, when that is writable. */
+        v->device_on_work = v->state == VOLUME_STARTED && (!is_exported(v) || !w->read_only);
         v->partitions = TAKE_PTR(w->device_partitions);
         v->n_partitions = w->n_device_partitions;
 

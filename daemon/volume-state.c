@@ -11,6 +11,8 @@
 #include <inttypes.h>
 #include <stdio.h>
 
+#include "device.h"
+#include "fuse-export.h"
 #include "image.h"
 #include "store.h"
 #include "volume.h"
@@ -312,6 +314,17 @@ static int make_resized_image(VolumeWork *w, int vdir_fd, const char *name) {
         return image_resize(v, vdir_fd, name, v->settings.format, w->size, w->size < v->size, &w->error);
 }
 
+/* Resizes the disk of v's export, which its device is attached to. */
+static int resize_export(Volume *v, uint64_t size) {
+        char export[FUSE_EXPORT_NAME_MAX];
+        int r;
+
+        r = device_export(v->pool->manager, &v->device, export);
+        if (r <= 0)
+                return r < 0 ? r : -ENOENT;
+        return fuse_export_resize(v->pool->manager, export, size);
+}
+
 int volume_resize_work(void *userdata) {
         VolumeWork *w = userdata;
         _cleanup_close_ int vdir_fd = volume_open_dir(w->volume);
@@ -322,10 +335,16 @@ int volume_resize_work(void *userdata) {
          * a resized successor. */
         if (w->volume->state == VOLUME_STARTED) {
                 Volume *v = w->volume;
-                int r = image_resize(v, vdir_fd, OBJECT_WORK, v->settings.format, w->size, w->size < v->size, &w->error);
+                bool device = volume_is_attached(v) && v->device_on_work;
+                int r;
 
-                if (r >= 0 && volume_is_attached(w->volume) && w->volume->device_on_work)
-                        r = loop_set_capacity(&w->volume->device);
+                if (device && streq(v->settings.format, "qcow2"))
+                        r = resize_export(v, w->size);  /* the storage daemon holds the image */
+                else
+                        r = image_resize(v, vdir_fd, OBJECT_WORK, v->settings.format, w->size, w->size < v->size,
+                                         &w->error);
+                if (r >= 0 && device)
+                        r = loop_set_capacity(&v->device);
                 return r;
         }
         return make_object(w->volume, vdir_fd, OBJECT_IMAGE, true, make_resized_image, w);

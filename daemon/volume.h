@@ -55,7 +55,7 @@ struct Volume {
         /* The loop device exposing the volume while attached; diskseq 0 when not. */
         LoopDevice device;
         bool device_read_only;
-        bool device_on_work;    /* it exposes the working copy, not the committed image */
+        bool device_on_work;    /* it exposes the working copy, and a resize of that reaches it */
         Partition *partitions;  /* the partition devices made for it */
         size_t n_partitions;
         VolumeMount *mounts;    /* its filesystems cisternd mounted */

@@ -12,8 +12,9 @@ under <runtime dir>/exports: the guest's view of the image, raw. What is checked
 - Detach leaves no qemu-storage-daemon, no FUSE mount, no file under exports and no record;
   a failed Attach (hostile partition table) leaves none either;
 - cisternd killed with SIGKILL, or exiting idle, leaves the device attached and working; at
-  its next start it finds it again (Device, Partitions), and Detach then works; Resize of an
-  attached qcow2 volume is Busy;
+  its next start it finds it again (Device, Partitions), and Detach then works; Resize of a
+  started volume attached writable goes through its export and the device follows, attached
+  read-only it is Busy;
 - a qemu-storage-daemon killed behind cisternd's back: at the next start the stale loop device
   is detached and the dead mount and files are removed (and Detach does the same while
   cisternd runs); a loop device detached behind its back, or a volume gone: its
@@ -350,9 +351,20 @@ class AttachQcow2(AttachQcow2TestCase):
         self.assert_qcow2_gone(obj, "q")
         self.assertEqual(file_sha256(self.work("q"), os.path.getsize(self.work("q"))), before)
 
-    def test_resize_while_attached_is_busy(self):
+    def test_resize_of_a_writable_attachment_reaches_the_device(self):
         obj = self.qcow2_volume("q", 8 * MiB, started=True)
-        self.attach(obj)
+        device = self.attach(obj)
+        self.c.resize(obj, 16 * MiB)
+        self.assertEqual(self.c.prop(obj, VOLUME, "Size"), 16 * MiB)
+        with open(device, "rb") as f:
+            self.assertEqual(f.seek(0, os.SEEK_END), 16 * MiB)
+        self.c.detach(obj)
+        self.c.stop_volume(obj)
+        self.assertEqual(self.c.prop(obj, VOLUME, "Size"), 16 * MiB)
+
+    def test_resize_of_a_read_only_attachment_is_busy(self):
+        obj = self.qcow2_volume("q", 8 * MiB, started=True)
+        self.attach(obj, read_only=True)
         with self.assertRaises(dbus.exceptions.DBusException) as cm:
             self.c.resize(obj, 16 * MiB)
         self.assertEqual(cm.exception.get_dbus_name(), Error.Busy)
@@ -416,7 +428,9 @@ class AttachQcow2Restarts(AttachQcow2TestCase):
         self.assertEqual(self.assert_qcow2_attached(obj, "q", device, read_only=False,
                                                     partitions=LAYOUT), (export, pid))
         self.assert_fails(Error.Busy, self.c.stop_volume, obj)
-        self.assert_fails(Error.Busy, self.c.resize, obj, 2 * DISK)
+        self.c.resize(obj, 2 * DISK)       # through the export found again
+        with open(device, "rb") as f:
+            self.assertEqual(f.seek(0, os.SEEK_END), 2 * DISK)
 
         point = self.mount(obj, 1)
         with open(os.path.join(point, "after-restart"), "w") as f:
