@@ -105,7 +105,8 @@ static int on_idle_timeout(sd_event_source *source, uint64_t usec, void *userdat
         return 0;
 }
 
-int session_new_import(Volume *v, const char *sender, char *staging, int staging_fd, uint64_t size, Session **ret) {
+int session_new_import(Volume *v, const char *sender, char *staging, int staging_fd, uint64_t size,
+                       const char *format, Session **ret) {
         Manager *m = v->pool->manager;
         Session *s;
         int r;
@@ -120,6 +121,7 @@ int session_new_import(Volume *v, const char *sender, char *staging, int staging
         s->staging = staging;
         s->staging_fd = staging_fd;
         s->size = size;
+        s->format = format;
         (void) staging_changed(s);
         if (m->session_timeout > 0) {
                 r = sd_event_add_time_relative(m->event, &s->idle, CLOCK_MONOTONIC, m->session_timeout,

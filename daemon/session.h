@@ -29,6 +29,7 @@ struct Session {
         char *staging;          /* the object written; discarded with the session unless taken */
         int staging_fd;         /* read-only: to watch it change and see whether it is still open for writing */
         uint64_t size;          /* what ImportBegin promised */
+        const char *format;     /* ...and the format of the bytes: a static string */
         sd_event_source *idle;  /* the timeout */
         struct timespec last_change;    /* ctime of staging at the last look */
 };
@@ -36,8 +37,10 @@ struct Session {
 /* -EMFILE beyond the limit of sessions. A caller that has already left the bus is found out
  * asynchronously, and its session ended then. */
 int session_new(Volume *v, SessionKind kind, const char *sender, Session **ret);
-/* An import session on the new staging object, taking staging and staging_fd whatever happens. */
-int session_new_import(Volume *v, const char *sender, char *staging, int staging_fd, uint64_t size, Session **ret);
+/* An import session on the new staging object, to hold size bytes of format (a static string),
+ * taking staging and staging_fd whatever happens. */
+int session_new_import(Volume *v, const char *sender, char *staging, int staging_fd, uint64_t size,
+                       const char *format, Session **ret);
 Session *session_free(Session *s);
 /* The session of kind that sender has on v; for imports, of any sender when sender is NULL. */
 Session *session_find(Manager *m, Volume *v, SessionKind kind, const char *sender);

@@ -2,13 +2,19 @@
 /* Volume methods that hand a volume's bytes to the caller over file descriptors: Export,
  * ExportBegin, ExportEnd. Bytes never travel inside D-Bus messages. The committed image is
  * opened on the loop when the call arrives; since committed images are never written in place,
- * that fd keeps the content of the moment even if a Stop commits meanwhile. */
+ * that fd keeps the content of the moment even if a Stop commits meanwhile.
+ *
+ * Export in the image's own format copies its bytes. Another format goes through a staging
+ * object of the volume: qemu-img converts the open image into it (a qcow2 image once it passed
+ * cistern's inspector), then it is copied like an image would be, then removed. qemu never sees
+ * the caller's fd: it would reopen it as /proc/self/fd/N, with root's rights on what it names. */
 
 #include <fcntl.h>
 
 #include "authorize.h"
 #include "bus-util.h"
 #include "errors.h"
+#include "image.h"
 #include "job.h"
 #include "log.h"
 #include "session.h"
@@ -33,22 +39,45 @@ static const OptionSpec export_begin_spec[] = {
         {}
 };
 
-/* Opens, read-only, the committed image or revision the options name. */
-static int open_export_source(Volume *v, const ExportOptions *o, sd_bus_error *error) {
-        _cleanup_free_ char *object = NULL;
-        _cleanup_close_ int vdir_fd = -EBADF;
+/* The committed image or revision the options name (0 for the image) and its format. With
+ * dst, the caller's fd of an Export, also whether the format asked for can be written there. */
+static int find_export_source(Volume *v, const ExportOptions *o, const struct stat *dst, uint64_t *ret_id,
+                              const char **ret_format, sd_bus_error *error) {
+        const Revision *rev = NULL;
+        const char *format;
         uint64_t id = 0;
-        int fd;
 
-        if (o->format && !streq(o->format, v->settings.format))
-                return sd_bus_error_setf(error, streq(o->format, "qcow2") ? ERR_NOT_SUPPORTED : ERR_INVALID_ARGUMENT,
-                                         "Exporting volume %s/%s as '%s' is not supported.", v->pool->name, v->name, o->format);
         if (o->revision) {
                 id = revision_id_from_string(o->revision);
-                if (id == 0 || !volume_find_revision(v, id))
+                rev = id ? volume_find_revision(v, id) : NULL;
+                if (!rev)
                         return sd_bus_error_setf(error, ERR_NOT_FOUND, "Volume %s/%s has no revision '%s'.",
                                                  v->pool->name, v->name, o->revision);
         }
+        format = image_format_static(rev ? rev->format : v->settings.format);
+        if (!format)
+                return -EMEDIUMTYPE;
+        /* qemu writes qcow2 at any offset: into a file, then copied. Nothing to rewind in a stream. */
+        if (dst && !S_ISREG(dst->st_mode) && streq(o->format, "qcow2") && !streq(format, "qcow2"))
+                return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT,
+                                         "Exporting the raw image of volume %s/%s as qcow2 needs a regular file to write into, "
+                                         "not a pipe or a socket.", v->pool->name, v->name);
+        *ret_id = id;
+        *ret_format = format;
+        return 0;
+}
+
+/* Opens, read-only, the committed image or revision the options name; its format in ret_format. */
+static int open_export_source(Volume *v, const ExportOptions *o, const struct stat *dst, const char **ret_format,
+                              sd_bus_error *error) {
+        _cleanup_free_ char *object = NULL;
+        _cleanup_close_ int vdir_fd = -EBADF;
+        uint64_t id;
+        int fd, r;
+
+        r = find_export_source(v, o, dst, &id, ret_format, error);
+        if (r < 0)
+                return r;
         object = id ? revision_object(id) : strdup(OBJECT_IMAGE);
         if (!object)
                 return -ENOMEM;
@@ -68,6 +97,10 @@ typedef struct ExportWork {
         int dst_fd;
         bool file;              /* into a regular file, written from its start; else streamed */
         bool sparse;            /* holes staying holes in that file */
+        const char *from;       /* the image's format */
+        const char *to;         /* the format written: from, or converted into */
+        int staging_fd;         /* the converted image */
+        char *error;            /* the inspector's or qemu's words */
         Job *job;
 } ExportWork;
 
@@ -79,9 +112,86 @@ static ExportWork *export_work_free(ExportWork *w, int result) {
                 job_finish(w->job, result, NULL);
         safe_close(w->src_fd);
         safe_close(w->dst_fd);
+        safe_close(w->staging_fd);
+        free(w->error);
         sd_bus_message_unref(w->msg);
         free(w);
         return NULL;
+}
+
+/* The bytes the copy of src into the caller's fd moves: all of them, or the data where holes
+ * stay holes. */
+static uint64_t export_copy_size(const ExportWork *w, int src) {
+        struct stat st;
+
+        if (w->file && w->sparse)
+                return copy_data_size(src);
+        return fstat(src, &st) < 0 ? 0 : (uint64_t) st.st_size;
+}
+
+static int export_copy(const ExportWork *w, int src, CopyProgress *progress) {
+        if (!w->file)
+                return copy_stream(src, w->dst_fd, progress);
+        return w->sparse ? copy_sparse(src, w->dst_fd, progress) : copy_whole(src, w->dst_fd, progress);
+}
+
+static int convert_step(void *userdata, CopyProgress *progress) {
+        ExportWork *w = userdata;
+        Qcow2Problem problem = {};
+        Qcow2Info info;
+        struct stat st;
+        int r;
+
+        if (streq(w->from, "qcow2")) {
+                r = image_inspect_qcow2(w->volume, w->src_fd, &info, &problem);
+                if (r == -EBADMSG || r == -ENOMEDIUM) {
+                        w->error = strdup(problem.message);
+                        return -EBADMSG;
+                }
+                if (r < 0)
+                        return r;
+                progress->total = info.virtual_size;
+        } else {
+                if (fstat(w->src_fd, &st) < 0)
+                        return -errno;
+                progress->total = (uint64_t) st.st_size;
+        }
+        return qemu_img_convert(w->src_fd, qemu_format_from_string(w->from), w->staging_fd,
+                                qemu_format_from_string(w->to), &(QemuConvertOptions) { .sparse = true }, progress,
+                                &w->error);
+}
+
+static int copy_step(void *userdata, CopyProgress *progress) {
+        ExportWork *w = userdata;
+
+        progress->total = export_copy_size(w, w->staging_fd);
+        return export_copy(w, w->staging_fd, progress);
+}
+
+/* The conversion takes the first half of the job, the copy the second. */
+static int export_converted(ExportWork *w, CopyProgress *progress) {
+        Volume *v = w->volume;
+        const PoolDriver *d = v->pool->driver;
+        _cleanup_close_ int vdir_fd = volume_open_dir(v);
+        _cleanup_free_ char *staging = NULL;
+        int r;
+
+        if (vdir_fd < 0)
+                return vdir_fd;
+        r = staging_name_new(&staging);
+        if (r >= 0)
+                r = d->object_create(v, vdir_fd, staging, 0, false);
+        if (r < 0)
+                return r;
+        w->staging_fd = d->object_open(vdir_fd, staging, O_RDWR);
+        r = w->staging_fd;
+        if (r >= 0)
+                r = progress_share_run(progress, progress->total / 2, convert_step, w);
+        if (r >= 0)
+                r = progress_share_run(progress, progress->total - MIN(atomic_load(&progress->done), progress->total),
+                                       copy_step, w);
+        (void) d->object_remove(vdir_fd, staging);
+        return r;
 }
 
 static int export_work(void *userdata) {
@@ -89,10 +199,8 @@ static int export_work(void *userdata) {
         CopyProgress *progress = &w->job->progress;
         int r;
 
-        if (!w->file)
-                return copy_stream(w->src_fd, w->dst_fd, progress);
-        r = w->sparse ? copy_sparse(w->src_fd, w->dst_fd, progress) : copy_whole(w->src_fd, w->dst_fd, progress);
-        if (r >= 0 && fsync(w->dst_fd) < 0 && errno != EINVAL)
+        r = streq(w->from, w->to) ? export_copy(w, w->src_fd, progress) : export_converted(w, progress);
+        if (r >= 0 && w->file && fsync(w->dst_fd) < 0 && errno != EINVAL)
                 r = -errno;
         return r;
 }
@@ -106,6 +214,12 @@ static void export_done(int r, void *userdata) {
 
         if (r == -ECANCELED)
                 (void) sd_bus_reply_method_errorf(w->msg, ERR_CANCELLED, "The export was cancelled.");
+        else if (r == -EBADMSG)
+                (void) sd_bus_reply_method_errorf(w->msg, ERR_UNSAFE_IMAGE, "The qcow2 image of volume %s/%s is unsafe: %s.",
+                                                  w->volume->pool->name, w->volume->name, w->error ?: "it fails cistern's checks");
+        else if (r == -EIO && w->error)
+                (void) sd_bus_reply_method_errorf(w->msg, ERR_FAILED, "Failed to convert the volume's image: qemu-img: %s",
+                                                  w->error);
         else if (r < 0)
                 (void) bus_reply_errno(w->msg, r, "Failed to export the volume");
         else
@@ -113,11 +227,13 @@ static void export_done(int r, void *userdata) {
         export_work_free(w, r);
 }
 
-/* Starts the copy of src into the caller's dst as a Job. Takes both fds. */
-static int export_start(Volume *v, sd_bus_message *msg, int src_fd, int dst_fd, bool file, bool sparse, sd_bus_error *error) {
+/* Starts the copy of src, an image of format from, into the caller's dst as a Job, converted to
+ * format to when that differs. Takes both fds. */
+static int export_start(Volume *v, sd_bus_message *msg, int src_fd, const char *from, int dst_fd, const char *to,
+                        bool file, bool sparse, sd_bus_error *error) {
         const char *objects[] = { v->object_path, NULL };
         ExportWork *w;
-        struct stat st;
+        uint64_t bytes;
         uid_t uid;
         int r;
 
@@ -127,14 +243,14 @@ static int export_start(Volume *v, sd_bus_message *msg, int src_fd, int dst_fd, 
                 safe_close(dst_fd);
                 return -ENOMEM;
         }
-        *w = (ExportWork) { .msg = sd_bus_message_ref(msg), .volume = v, .src_fd = src_fd, .dst_fd = dst_fd, .file = file, .sparse = sparse };
+        *w = (ExportWork) { .msg = sd_bus_message_ref(msg), .volume = v, .src_fd = src_fd, .dst_fd = dst_fd, .file = file,
+                            .sparse = sparse, .from = from, .to = to, .staging_fd = -EBADF };
         v->readers++;
+        /* A conversion first: about as much work again as the copy. */
+        bytes = streq(from, to) ? export_copy_size(w, src_fd) : 2 * copy_data_size(src_fd);
         r = bus_message_sender_uid(msg, &uid);
         if (r >= 0)
-                r = fstat(src_fd, &st) < 0 ? -errno : 0;
-        if (r >= 0)
-                r = job_new(v->pool->manager, "Export", objects, uid,
-                            file && sparse ? copy_data_size(src_fd) : (uint64_t) st.st_size, &w->job);
+                r = job_new(v->pool->manager, "Export", objects, uid, bytes, &w->job);
         if (r >= 0)
                 r = workers_run(v->pool->manager->workers, export_work, export_done, w);
         if (r < 0) {
@@ -150,7 +266,9 @@ int method_export(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Volume *v = userdata;
         ExportOptions o = { .sparse = true };
         _cleanup_close_ int dst_fd = -EBADF;
+        const char *from;
         struct stat st;
+        uint64_t id;
         int fd, r, src_fd;
 
         r = sd_bus_message_read(msg, "h", &fd);
@@ -159,7 +277,13 @@ int method_export(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         r = options_read(msg, export_spec, &o, NULL, error);
         if (r < 0)
                 return r;
+        if (o.format && !image_format_is_valid(o.format))
+                return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "Unknown image format '%s'; use raw or qcow2.", o.format);
+        o.format = image_format_static(o.format ?: "raw");
         r = bus_validate_caller_fd(fd, true, &st, error);
+        if (r < 0)
+                return r;
+        r = find_export_source(v, &o, &st, &id, &from, error);
         if (r < 0)
                 return r;
 
@@ -167,7 +291,7 @@ int method_export(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        src_fd = open_export_source(v, &o, error);
+        src_fd = open_export_source(v, &o, &st, &from, error);
         if (src_fd < 0)
                 return src_fd;
         dst_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
@@ -175,13 +299,14 @@ int method_export(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
                 safe_close(src_fd);
                 return -errno;
         }
-        return export_start(v, msg, src_fd, TAKE_FD(dst_fd), S_ISREG(st.st_mode), o.sparse, error);
+        return export_start(v, msg, src_fd, from, TAKE_FD(dst_fd), o.format, S_ISREG(st.st_mode), o.sparse, error);
 }
 
 int method_export_begin(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Volume *v = userdata;
         ExportOptions o = {};
         _cleanup_close_ int fd = -EBADF;
+        const char *format;
         Session *s;
         int r;
 
@@ -196,7 +321,7 @@ int method_export_begin(sd_bus_message *msg, void *userdata, sd_bus_error *error
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        fd = open_export_source(v, &o, error);
+        fd = open_export_source(v, &o, NULL, &format, error);
         if (fd < 0)
                 return fd;
         r = session_new(v, SESSION_EXPORT, sd_bus_message_get_sender(msg), &s);

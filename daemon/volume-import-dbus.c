@@ -4,6 +4,10 @@
  * writes into an fd of a staging object). Either way a new object is made and committed like a
  * Stop commits: the old image becomes a revision and nothing is written in place.
  *
+ * The bytes may be of either format, whatever the volume's: the work converts them when they
+ * differ. A qcow2 image is only read by anything once it passed cistern's inspector
+ * (UnsafeImage otherwise), so its size is that of a file, not a disk: no multiple of 512.
+ *
  * ImportEnd commits only once the caller has closed its fd of the staging object, and every
  * copy and mapping of it: a committed image is never written again, and a caller keeping a
  * writable fd could otherwise change it, and every revision linked to it, at will. A read lease
@@ -14,6 +18,7 @@
 #include "authorize.h"
 #include "bus-util.h"
 #include "errors.h"
+#include "image.h"
 #include "job.h"
 #include "log.h"
 #include "session.h"
@@ -31,17 +36,22 @@ static const OptionSpec import_spec[] = {
         {}
 };
 
-/* What Import and ImportBegin check alike, once the size is known. */
-static int check_import(Volume *v, const ImportOptions *o, sd_bus_error *error) {
+/* What Import and ImportBegin check alike, once the size is known. Sets o->format to the
+ * format of the incoming bytes, the volume's unless given, as a static string. */
+static int check_import(Volume *v, ImportOptions *o, sd_bus_error *error) {
+        uint64_t max = v->pool->manager->limits.max_volume_size;
         int r;
 
-        if (o->format && !streq(o->format, v->settings.format)) {
-                if (!streq(o->format, "raw") && !streq(o->format, "qcow2"))
-                        return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "Unknown image format '%s'; use raw or qcow2.", o->format);
-                return sd_bus_error_setf(error, ERR_NOT_SUPPORTED, "Importing %s data into the %s volume %s/%s is not supported.",
-                                         o->format, v->settings.format, v->pool->name, v->name);
-        }
-        r = validate_volume_size(v->pool->manager, o->size, error);
+        if (o->format && !image_format_is_valid(o->format))
+                return sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "Unknown image format '%s'; use raw or qcow2.", o->format);
+        o->format = image_format_static(o->format ?: v->settings.format);
+        if (!streq(o->format, "qcow2"))
+                r = validate_volume_size(v->pool->manager, o->size, error);
+        else if (o->size == 0 || o->size > max)
+                r = sd_bus_error_setf(error, ERR_INVALID_ARGUMENT, "A qcow2 image of %" PRIu64 " bytes cannot be imported: "
+                                      "it must hold between 1 and %" PRIu64 " bytes.", o->size, max);
+        else
+                r = 0;
         if (r < 0)
                 return r;
         r = volume_check_idle(v, error);
@@ -59,7 +69,7 @@ static void imported(int r, void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
 
-        log_info("Imported %" PRIu64 " bytes into volume %s/%s.", w->size, v->pool->name, v->name);
+        log_info("Imported %" PRIu64 " bytes of %s data into volume %s/%s.", w->size, w->format, v->pool->name, v->name);
         volume_work_reply_changed(w);
 }
 
@@ -72,6 +82,8 @@ static void import_done(int r, void *userdata) {
                         (void) sd_bus_reply_method_errorf(w->msg, ERR_INVALID_ARGUMENT,
                                                           "The data is %s than the %" PRIu64 " bytes announced; nothing was imported.",
                                                           r == -ENODATA ? "shorter" : "longer", w->size);
+                else if (r == -EBADMSG && w->error)
+                        (void) sd_bus_reply_method_errorf(w->msg, ERR_UNSAFE_IMAGE, "The qcow2 image is unsafe: %s.", w->error);
                 else
                         volume_work_reply_error(w, r, "Failed to import into the volume");
                 volume_work_free(w, r);
@@ -103,6 +115,7 @@ int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         ImportOptions o = {};
         VolumeWork *w;
         struct stat st;
+        uint64_t bytes;
         uint32_t seen;
         int fd, r;
 
@@ -135,13 +148,18 @@ int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         if (r < 0)
                 return r;
         w->size = o.size;
+        w->format = o.format;
         w->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
         if (w->fd < 0) {
                 r = -errno;
                 volume_work_free(w, r);
                 return r;
         }
-        return run_import(w, true, S_ISREG(st.st_mode) ? copy_data_size(w->fd) : o.size, volume_import_work, error);
+        bytes = S_ISREG(st.st_mode) ? copy_data_size(w->fd) : o.size;
+        /* Bytes of another format are converted once they are in: as much work again. */
+        if (!streq(w->format, v->settings.format))
+                bytes *= 2;
+        return run_import(w, true, bytes, volume_import_work, error);
 }
 
 static void import_begin_done(int r, void *userdata) {
@@ -150,6 +168,7 @@ static void import_begin_done(int r, void *userdata) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = sd_bus_message_ref(w->msg);
         _cleanup_close_ int write_fd = -EBADF;
         uint64_t size = w->size;
+        const char *format = w->format;
         char *staging;
         Session *s;
         int read_fd;
@@ -164,13 +183,13 @@ static void import_begin_done(int r, void *userdata) {
         read_fd = TAKE_FD(w->staging_fd);
         staging = TAKE_PTR(w->staging);
         volume_work_free(w, 0);
-        r = session_new_import(v, sd_bus_message_get_sender(msg), staging, read_fd, size, &s);
+        r = session_new_import(v, sd_bus_message_get_sender(msg), staging, read_fd, size, format, &s);
         if (r == -EMFILE)
                 (void) sd_bus_reply_method_errorf(msg, ERR_LIMITS_EXCEEDED, "Too many import and export sessions are open.");
         else if (r < 0)
                 (void) bus_reply_errno(msg, r, "Failed to open the import session");
         else {
-                log_debug("%s imports %" PRIu64 " bytes into %s/%s.", s->sender, size, v->pool->name, v->name);
+                log_debug("%s imports %" PRIu64 " bytes of %s data into %s/%s.", s->sender, size, format, v->pool->name, v->name);
                 (void) sd_bus_reply_method_return(msg, "h", write_fd);
         }
 }
@@ -201,6 +220,7 @@ int method_import_begin(sd_bus_message *msg, void *userdata, sd_bus_error *error
         if (r < 0)
                 return r;
         w->size = o.size;
+        w->format = o.format;
         r = volume_work_start(w, volume_import_begin_work, import_begin_done, error);
         return r < 0 ? r : 1;
 }
@@ -245,10 +265,12 @@ int method_import_end(sd_bus_message *msg, void *userdata, sd_bus_error *error) 
         if (r < 0)
                 return r;
         w->size = s->size;
+        w->format = s->format;
         w->staging = TAKE_PTR(s->staging);
         session_free(s);
+        /* Committing bytes of another format converts them: a job. */
         if (commit)
-                return run_import(w, false, 0, volume_import_end_work, error);
+                return run_import(w, !streq(w->format, v->settings.format), w->size, volume_import_end_work, error);
         log_debug("%s discards its import into %s/%s.", sd_bus_message_get_sender(msg), v->pool->name, v->name);
         r = volume_work_start(w, volume_import_discard_work, import_discarded, error);
         return r < 0 ? r : 1;

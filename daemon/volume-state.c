@@ -9,7 +9,10 @@
 
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <sys/eventfd.h>
 
 #include "device.h"
 #include "fuse-export.h"
@@ -356,26 +359,167 @@ int volume_clone_work(void *userdata) {
         return volume_create_copy(w->target, w->volume, w->source_object, volume_work_progress(w));
 }
 
-/* Import: the caller's bytes into a new object, which then becomes the committed image. */
+/* Work in steps (stage, then convert) shows each step as a share of its job's progress. A step
+ * reports on a CopyProgress of its own: copy_in() adds bytes, qemu-img raises a percentage of
+ * the total it sets. A thread maps that onto the job's progress every RELAY_MSEC, never
+ * backwards, and passes the job's Cancel on to the step. */
+#define RELAY_MSEC 50
+
+typedef struct Relay {
+        CopyProgress *outer;
+        CopyProgress inner;
+        uint64_t start, share;
+        int stop_fd;            /* an eventfd, readable once the step is over */
+} Relay;
+
+static void relay_update(Relay *r) {
+        uint64_t total = __atomic_load_n(&r->inner.total, __ATOMIC_RELAXED), done, mapped;
+
+        if (atomic_load(&r->outer->cancel))
+                atomic_store(&r->inner.cancel, true);
+        if (total == 0)
+                return;
+        done = MIN(atomic_load(&r->inner.done), total);
+        mapped = r->start + (uint64_t) ((long double) done / (long double) total * (long double) r->share);
+        if (mapped > atomic_load(&r->outer->done))
+                atomic_store(&r->outer->done, mapped);
+}
+
+static void *relay_thread(void *userdata) {
+        Relay *r = userdata;
+        struct pollfd p = { .fd = r->stop_fd, .events = POLLIN };
+
+        for (;;) {
+                int n = poll(&p, 1, RELAY_MSEC);
+
+                if (n > 0 || (n < 0 && errno != EINTR))
+                        return NULL;
+                relay_update(r);
+        }
+}
+
+int progress_share_run(CopyProgress *progress, uint64_t share, ProgressStep step, void *userdata) {
+        Relay relay = { .outer = progress, .inner.total = share, .start = atomic_load(&progress->done), .share = share };
+        pthread_t thread;
+        int r;
+
+        atomic_store(&relay.inner.cancel, atomic_load(&progress->cancel));
+        relay.stop_fd = eventfd(0, EFD_CLOEXEC);
+        if (relay.stop_fd < 0)
+                return -errno;
+        r = pthread_create(&thread, NULL, relay_thread, &relay);
+        if (r != 0) {
+                safe_close(relay.stop_fd);
+                return -r;
+        }
+        r = step(userdata, &relay.inner);
+        (void) eventfd_write(relay.stop_fd, 1);
+        (void) pthread_join(thread, NULL);
+        safe_close(relay.stop_fd);
+        if (r >= 0 && atomic_load(&progress->done) < relay.start + share)
+                atomic_store(&progress->done, relay.start + share);
+        return r;
+}
+
+/* Import and ImportEnd: the caller's bytes, of the format w->format, are first a staging object
+ * of their own (staged). A qcow2 image passes cistern's inspector before anything else reads
+ * it: qemu-img follows whatever an image names. Bytes of the volume's format are then committed
+ * as they are; others are converted into a second staging object, which is. */
+
+typedef struct ImportStep {
+        VolumeWork *w;
+        int vdir_fd;
+        const char *staged;
+        const char *converted;
+} ImportStep;
+
+static bool import_converts(const VolumeWork *w) {
+        return !streq(w->format, w->volume->settings.format);
+}
+
+static int stage_step(void *userdata, CopyProgress *progress) {
+        ImportStep *s = userdata;
+        Pool *p = s->w->volume->pool;
+
+        return p->driver->object_import(p, s->w->fd, s->w->size, s->vdir_fd, s->staged, progress);
+}
+
+static int convert_step(void *userdata, CopyProgress *progress) {
+        ImportStep *s = userdata;
+        Volume *v = s->w->volume;
+
+        return image_convert(v, s->vdir_fd, s->staged, s->w->format, s->vdir_fd, s->converted, v->settings.format,
+                             &(QemuConvertOptions) { .sparse = true }, progress, &s->w->error);
+}
+
+/* The inspector's verdict on the staged qcow2 image: -EBADMSG, its reason in w->error, when
+ * unsafe, bytes that are no qcow2 image at all included. */
+static int inspect_staged(VolumeWork *w, int vdir_fd, const char *staged) {
+        Volume *v = w->volume;
+        _cleanup_close_ int fd = v->pool->driver->object_open(vdir_fd, staged, O_RDONLY);
+        Qcow2Problem problem = {};
+        Qcow2Info info;
+        int r;
+
+        if (fd < 0)
+                return fd;
+        r = image_inspect_qcow2(v, fd, &info, &problem);
+        if (r != -EBADMSG && r != -ENOMEDIUM)
+                return r;
+        free(w->error);
+        w->error = strdup(problem.message);     /* NULL: the reply says less */
+        return -EBADMSG;
+}
+
+/* Makes the complete staged object the committed image, converted first when the volume keeps
+ * another format (the rest of the job's progress). No staging object stays. */
+static int commit_import(VolumeWork *w, int vdir_fd, const char *staged) {
+        const PoolDriver *d = w->volume->pool->driver;
+        CopyProgress *progress = volume_work_progress(w);
+        _cleanup_free_ char *converted = NULL;
+        uint64_t rest;
+        int r = 0;
+
+        if (streq(w->format, "qcow2"))
+                r = inspect_staged(w, vdir_fd, staged);
+        if (r >= 0 && import_converts(w)) {
+                rest = progress->total - MIN(atomic_load(&progress->done), progress->total);
+                r = staging_name_new(&converted);
+                if (r >= 0)
+                        r = progress_share_run(progress, rest, convert_step, &(ImportStep) { w, vdir_fd, staged, converted });
+                (void) d->object_remove(vdir_fd, staged);
+                if (r < 0)
+                        return r;       /* a failed image_convert() leaves no object */
+        }
+        if (r >= 0)
+                r = commit_object(w, vdir_fd, converted ?: staged);
+        if (r < 0)
+                (void) d->object_remove(vdir_fd, converted ?: staged);
+        return r;
+}
+
 int volume_import_work(void *userdata) {
         VolumeWork *w = userdata;
-        const PoolDriver *d = w->volume->pool->driver;
+        CopyProgress *progress = volume_work_progress(w);
         _cleanup_close_ int vdir_fd = volume_open_dir(w->volume);
-        _cleanup_free_ char *staging = NULL;
+        _cleanup_free_ char *staged = NULL;
+        ImportStep s;
         int r;
 
         if (vdir_fd < 0)
                 return vdir_fd;
-        r = staging_name_new(&staging);
+        r = staging_name_new(&staged);
         if (r < 0)
                 return r;
-        r = d->object_import(w->volume->pool, w->fd, w->size, vdir_fd, staging, volume_work_progress(w));
+        s = (ImportStep) { .w = w, .vdir_fd = vdir_fd, .staged = staged };
+        /* A conversion to follow takes the second half of the job. */
+        if (import_converts(w))
+                r = progress_share_run(progress, progress->total / 2, stage_step, &s);
+        else
+                r = stage_step(&s, progress);
         if (r < 0)
-                return r;
-        r = commit_object(w, vdir_fd, staging);
-        if (r < 0)
-                (void) d->object_remove(vdir_fd, staging);
-        return r;
+                return r;       /* object_import() leaves no object behind when it fails */
+        return commit_import(w, vdir_fd, staged);
 }
 
 /* Convert: the committed image written anew in w->format, which becomes the committed image
@@ -431,28 +575,30 @@ int volume_import_begin_work(void *userdata) {
 }
 
 /* ImportEnd: the staging object the caller wrote becomes the committed image, if it still has
- * the size it was given; else it goes. */
+ * the size it was given (and, as for Import, passes the inspector, converted when need be);
+ * else it goes. */
 int volume_import_end_work(void *userdata) {
         VolumeWork *w = userdata;
         const PoolDriver *d = w->volume->pool->driver;
         _cleanup_close_ int vdir_fd = volume_open_dir(w->volume);
+        _cleanup_free_ char *staged = TAKE_PTR(w->staging);
         uint64_t size, usage;
         int r;
 
-        if (vdir_fd < 0)
+        if (vdir_fd < 0) {
+                w->staging = TAKE_PTR(staged);  /* discarded with w */
                 return vdir_fd;
-        r = d->object_sync(vdir_fd, w->staging);
+        }
+        r = d->object_sync(vdir_fd, staged);
         if (r >= 0)
-                r = d->object_stat(vdir_fd, w->staging, &size, &usage);
+                r = d->object_stat(vdir_fd, staged, &size, &usage);
         if (r >= 0 && size != w->size)
                 r = size < w->size ? -ENODATA : -EMSGSIZE;
-        if (r >= 0)
-                r = commit_object(w, vdir_fd, w->staging);
-        if (r < 0)
-                (void) d->object_remove(vdir_fd, w->staging);
-        free(w->staging);
-        w->staging = NULL;
-        return r;
+        if (r < 0) {
+                (void) d->object_remove(vdir_fd, staged);
+                return r;
+        }
+        return commit_import(w, vdir_fd, staged);
 }
 
 /* ImportEnd without commit: the staging object goes before the call returns. */

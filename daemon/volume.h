@@ -101,9 +101,11 @@ typedef struct VolumeWork {
         Volume *volume;
         uint64_t size;          /* CreateVolume, Resize, Start: the size asked for */
         bool preallocate;
-        const char *format;     /* Convert: the format wanted; Start of a snapshot: the source's */
+        const char *format;     /* Convert: the format wanted; Start of a snapshot: the source's;
+                                 * Import, ImportBegin, ImportEnd: the caller's bytes' */
         bool compress;          /* Convert: compressed qcow2 clusters */
-        char *error;            /* qemu's own words when it failed, for the reply */
+        char *error;            /* qemu's own words when it failed, for the reply; Import, ImportEnd:
+                                 * also why the inspector refused a qcow2 image */
         Volume *source;         /* Start of a snap_on_start volume, Clone: where the data comes from */
         Volume *target;         /* Clone: the new volume */
         char *source_object;    /* Clone: OBJECT_IMAGE or a revision's object */
@@ -169,6 +171,13 @@ int volume_import_work(void *userdata);
 int volume_import_begin_work(void *userdata);
 int volume_import_end_work(void *userdata);
 int volume_import_discard_work(void *userdata);
+
+/* For work in steps: runs step(userdata, p) as the next share bytes of progress. The step
+ * reports on p, a progress of its own (p->total starts as share; the step may set it before it
+ * reports), which a thread maps onto progress, never backwards, while it passes progress's
+ * cancel on to p. On success progress->done ends share bytes further than it began. */
+typedef int (*ProgressStep)(void *userdata, CopyProgress *p);
+int progress_share_run(CopyProgress *progress, uint64_t share, ProgressStep step, void *userdata);
 
 /* Removes the object name of v on a worker thread (inline when none can take it), forgetting
  * about it: for staging objects that are given up. */

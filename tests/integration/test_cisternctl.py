@@ -1000,9 +1000,10 @@ class ImportCommandTest(ImportTestCase):
         self.assertIn("p1/v1", result.stderr)
         self.assertEqual(harness.staging_entries(self.p1), [])
 
-    def test_qcow2_into_a_raw_volume_fails_and_raw_is_accepted(self):
+    def test_raw_data_named_qcow2_is_unsafe_and_raw_is_accepted(self):
         result = self.assert_ctl_fails("import", "p1/v1", self.src, "--format=qcow2")
-        self.assert_names_problem(result, "qcow2", "support")
+        self.assert_names_problem(result, "unsafe")
+        self.assertEqual(harness.staging_entries(self.p1), [])
         self.quiet("import", "p1/v1", self.src, "--format=raw")
         self.assert_image(self.data)
 

@@ -20,6 +20,7 @@ import shutil
 import socket
 import stat
 import struct
+import subprocess
 import tempfile
 import termios
 import time
@@ -739,15 +740,26 @@ class ExportArgumentsTest(ExportTestCase):
         self.assertEqual(os.path.getsize(out), 0)
 
     def test_other_formats(self):
+        """qcow2 of this raw volume goes into a regular file, converted; a pipe cannot take it
+        and unknown formats are invalid, all before a byte is written."""
         out = self.out_path()
         fd = self.open_out(out)
-        self.assert_fails(Error.NotSupported, self.c.export, self.v, fd, {"format": "qcow2"},
+        _, w = self.pipe()
+        self.assert_fails(Error.InvalidArgument, self.c.export, self.v, w, {"format": "qcow2"},
                           extra_dirs=[self.out_dir])
         for fmt in ("vmdk", "", "RAW"):
             with self.subTest(format=fmt):
                 self.assert_fails(Error.InvalidArgument, self.c.export, self.v, fd,
                                   {"format": fmt}, extra_dirs=[self.out_dir])
         self.assertEqual(os.path.getsize(out), 0)
+        self.c.export(self.v, fd, {"format": "qcow2"})
+        self.close(fd)
+        with open(out, "rb") as f:
+            self.assertEqual(f.read(4), b"QFI\xfb", "the export is not a qcow2 image")
+        raw = self.out_path("raw.img")
+        subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", out, raw], check=True)
+        self.assertEqual(file_sha256(raw), self.committed)
+        self.assertEqual(harness.staging_entries(self.pool.dir), [])
 
     def test_bad_fds_are_invalid(self):
         target = self.out_path("target.img")

@@ -410,9 +410,16 @@ class ImportArgumentsTest(ImportTestCase):
         self.assert_untouched()
 
     def test_formats(self):
-        self.assert_import_fails(Error.NotSupported, "file", self.src, {"format": "qcow2"})
-        self.assert_fails(Error.NotSupported, self.c.import_begin, self.v,
-                          {"size": NEW_SIZE, "format": "qcow2"})
+        """qcow2 data goes into a raw volume converted, but only once the inspector has read
+        it: this raw source, named qcow2, fails through Import and ImportEnd alike."""
+        before = self.snapshot_state()
+        error = self.assert_import_fails(Error.UnsafeImage, "file", self.src, {"format": "qcow2"})
+        self.assertIn("not a qcow2 image", error.get_dbus_message())
+        fd = self.track_fd(self.c.import_begin(self.v, {"size": NEW_SIZE, "format": "qcow2"}))
+        copy_data(self.src, fd)
+        self.close_fd(fd)
+        self.assert_error(Error.UnsafeImage, self.c.import_end, self.v, True)
+        self.assert_unchanged(before)
         for fmt in ("vmdk", "", "RAW"):
             with self.subTest(format=fmt):
                 self.assert_import_fails(Error.InvalidArgument, "pipe", self.src,
