@@ -108,7 +108,7 @@ int image_convert(Volume *v, int src_dir_fd, const char *src, const char *src_fo
         r = image_stat(v, src_dir_fd, src, src_format, &size, &usage);
         if (r < 0)
                 return r;
-        if (progress)
+        if (progress && progress->total == 0)     /* a published job's total is its own */
                 progress->total = size;
         in = d->object_open(src_dir_fd, src, O_RDONLY);
         if (in < 0)

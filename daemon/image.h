@@ -33,7 +33,8 @@ int image_resize(Volume *v, int vdir_fd, const char *name, const char *format, u
 
 /* The image of src_format in src (beneath src_dir_fd) written as the new object dst (beneath
  * dst_dir_fd) of dst_format, by qemu-img convert. progress->done follows qemu's percentage of
- * progress->total; its cancel flag stops qemu (-ECANCELED). On failure dst does not exist. */
+ * progress->total (the image's virtual size when 0: a job's is set before it is published);
+ * its cancel flag stops qemu (-ECANCELED). On failure dst does not exist. */
 int image_convert(Volume *v, int src_dir_fd, const char *src, const char *src_format, int dst_dir_fd,
                   const char *dst, const char *dst_format, const QemuConvertOptions *options,
                   CopyProgress *progress, char **error);

@@ -194,7 +194,8 @@ static int validate_convert(Volume *v, const char *format, const ConvertOptions 
                 return sd_bus_error_setf(error, ERR_WRONG_STATE, "Volume %s/%s must be stopped to convert it.",
                                          v->pool->name, v->name);
         if (v->readers > 0)
-                return sd_bus_error_setf(error, ERR_BUSY, "Volume %s/%s is being exported.", v->pool->name, v->name);
+                return sd_bus_error_setf(error, ERR_BUSY, "Volume %s/%s is being read (Export or Info); try again once "
+                                         "that is done.", v->pool->name, v->name);
         return 0;
 }
 

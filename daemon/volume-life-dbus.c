@@ -144,7 +144,10 @@ int method_start(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         w->size = v->size;
         w->source = source;
         w->format = source ? image_format_static(source->settings.format) : NULL;
-        if ((v->settings.save_on_stop || source) && !v->pool->driver->copy_is_instant(v->pool, v->pool)) {
+        /* A copy that is not instant, or a snapshot of a source of another format (converted),
+         * moves data: a job. */
+        if (((v->settings.save_on_stop || source) && !v->pool->driver->copy_is_instant(v->pool, v->pool)) ||
+            (source && !streq(source->settings.format, v->settings.format))) {
                 r = volume_work_publish_job(w, source ? source->usage : v->usage, error);
                 if (r < 0) {
                         volume_work_free(w, r);

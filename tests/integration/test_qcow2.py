@@ -156,6 +156,16 @@ class LifeCycleTest(Qcow2TestCase):
         self.assertEqual(image_info(work, "qcow2")["format"], "qcow2")
         self.assertEqual(guest_bytes(work, "qcow2")[MiB:MiB + 10], b"guest data")
 
+    def test_a_snapshot_that_converts_runs_as_a_job_even_where_copies_are_instant(self):
+        fs = self.scratch_fs("xfs")
+        pool = self.make_pool("reflink", path=fs.path)
+        self.assertIs(self.c.prop(pool.obj, harness.POOL, "CopyOnWrite"), True)
+        src = self.make_volume(pool, "src", 4 * MiB)
+        snap = self.make_volume(pool, "snap", 4 * MiB, format="qcow2", snap_on_start=True, source=src)
+        rec = SignalRecorder(self.env.bus)
+        self.c.start_volume(snap)
+        self.assertIsNotNone(rec.wait_for(job_added("Start")), "a converting Start published no job")
+
     def test_clone_keeps_the_format(self):
         v = self.make_volume(self.pool, "q", 16 * MiB, format="qcow2")
         c = self.c.clone(v, self.pool.obj, "c")
