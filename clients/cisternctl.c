@@ -40,6 +40,11 @@
  *       "mounts":     [ { "partition": 1, "mount_point": "/run/cistern/…" } ]  (0: whole device)
  *       "info":       { "format": "raw", "virtual_size": 10737418240, "actual_size": 200704 }
  *                                                                        (Volume.Info, as is)
+ *     and for a qcow2 image "info" holds besides, in the D-Bus types of Volume.Info:
+ *         "compat": "1.1", "cluster_size": 65536, "compressed_clusters": 0,
+ *         "compression_type": "zlib", "refcount_bits": 16, "dirty": false,
+ *         "lazy_refcounts": false, "extended_l2": false, "snapshots": 0, "l1_entries": 160
+ *     ("compressed_clusters" is left out when the service could not count them).
  *
  * pool-create, create, clone:
  *     { "object": "/org/cistern/Cistern1/pool/tank" }
@@ -123,6 +128,8 @@ static const Verb verbs[] = {
         { "export",      3, 3,             OPTION_FORMAT | OPTION_NO_SPARSE | OPTION_REVISION,
           VERB_AUTHORIZE, verb_export,
           "export POOL/VOL FILE|- [--format=FORMAT] [--no-sparse] [--revision=REVISION]" },
+        { "convert",     3, 3,             OPTION_COMPRESS, VERB_AUTHORIZE, verb_convert,
+          "convert POOL/VOL FORMAT [--compress]" },
         { "attach",      2, 2,             OPTION_READ_ONLY | OPTION_NO_PARTITIONS, VERB_AUTHORIZE,
           verb_attach,
           "attach POOL/VOL [--read-only] [--no-partitions]" },
@@ -154,6 +161,7 @@ enum {
         ARG_NO_SPARSE,
         ARG_SIZE,
         ARG_NO_PARTITIONS,
+        ARG_COMPRESS,
         ARG_VERB_OPTION_END,
 
         ARG_VERSION,
@@ -180,6 +188,7 @@ static const struct option options[] = {
         { "no-sparse",         no_argument,       NULL, ARG_NO_SPARSE         },
         { "size",              required_argument, NULL, ARG_SIZE              },
         { "no-partitions",     no_argument,       NULL, ARG_NO_PARTITIONS     },
+        { "compress",          no_argument,       NULL, ARG_COMPRESS          },
         {}
 };
 
@@ -226,6 +235,9 @@ static void help(void) {
                "                             FILE, or of standard input with -\n"
                "  export POOL/VOL FILE|-     Write the volume's image into FILE (created or\n"
                "                             emptied first), or to standard output with -\n"
+               "  convert POOL/VOL FORMAT    Rewrite the image of a stopped, detached volume in\n"
+               "                             FORMAT (raw or qcow2); the image it replaces\n"
+               "                             becomes a revision\n"
                "\n"
                "Block devices and filesystems:\n"
                "  attach POOL/VOL            Expose the volume as a block device; prints the\n"
@@ -250,7 +262,7 @@ static void help(void) {
                "                             action needs one\n"
                "\n"
                "Options of create:\n"
-               "     --format=FORMAT         Image format (default: raw)\n"
+               "     --format=FORMAT         Image format: raw (the default) or qcow2\n"
                "     --snap-on-start         Start the volume as a fresh snapshot of another\n"
                "                             volume's committed image; changes are dropped at\n"
                "                             stop. Needs --source\n"
@@ -285,6 +297,10 @@ static void help(void) {
                "                             holes stay holes in a regular file)\n"
                "     --revision=REVISION     Export this revision rather than the current image\n"
                "\n"
+               "Options of convert:\n"
+               "     --compress              Write compressed clusters (qcow2 only): smaller,\n"
+               "                             slower to write and to read\n"
+               "\n"
                "Options of attach:\n"
                "     --read-only             Make the device read-only; a stopped volume's always\n"
                "                             is, a started volume's is writable by default\n"
@@ -305,10 +321,10 @@ static void help(void) {
                "Sizes are a number of bytes, or a number with a suffix K, M, G, T, P or E\n"
                "(also KiB, MiB...; any case), all powers of 1024: 10G is 10 GiB, 1.5T works too.\n"
                "\n"
-               "On a terminal, start, stop, snapshot, revert, clone, import and export show\n"
-               "the progress of the work they wait for, and Ctrl-C cancels that work. When\n"
-               "an action needs a password, a prompt appears. Exit status is 0 on success, 1\n"
-               "when the action failed, 2 when the command line is wrong.\n"
+               "On a terminal, start, stop, snapshot, revert, clone, import, export and\n"
+               "convert show the progress of the work they wait for, and Ctrl-C cancels that\n"
+               "work. When an action needs a password, a prompt appears. Exit status is 0 on\n"
+               "success, 1 when the action failed, 2 when the command line is wrong.\n"
                "See cisternctl(1) for the JSON output and more.\n");
 }
 
@@ -404,6 +420,7 @@ static int parse_verb_option(Context *c, int opt, const char *arg) {
         case ARG_ALLOW_SHRINK:    c->allow_shrink = true;    return 0;
         case ARG_NO_SPARSE:       c->no_sparse = true;       return 0;
         case ARG_NO_PARTITIONS:   c->no_partitions = true;   return 0;
+        case ARG_COMPRESS:        c->compress = true;        return 0;
         case ARG_OWNER:
                 return parse_owner(arg, &c->owner);
         case ARG_SIZE:

@@ -20,6 +20,7 @@ typedef enum VerbOption {
         OPTION_NO_SPARSE         = 1 << 11,
         OPTION_SIZE              = 1 << 12,
         OPTION_NO_PARTITIONS     = 1 << 13,
+        OPTION_COMPRESS          = 1 << 14,
 } VerbOption;
 
 /* Options that make a command change something, so that it may need a password. */
@@ -66,6 +67,7 @@ struct Context {
         bool no_sparse;
         uint64_t size;                  /* meaningful when OPTION_SIZE is in options_seen */
         bool no_partitions;
+        bool compress;
 };
 
 /* Connects to the system bus on first use. Commands parse all their arguments before calling
@@ -114,6 +116,7 @@ int verb_list(Context *c, int argc, char *argv[]);
 int verb_create(Context *c, int argc, char *argv[]);
 int verb_remove(Context *c, int argc, char *argv[]);
 int verb_resize(Context *c, int argc, char *argv[]);
+int verb_convert(Context *c, int argc, char *argv[]);
 int verb_info(Context *c, int argc, char *argv[]);
 int verb_start(Context *c, int argc, char *argv[]);
 int verb_stop(Context *c, int argc, char *argv[]);

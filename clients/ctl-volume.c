@@ -297,6 +297,38 @@ int verb_resize(Context *c, int argc, char *argv[]) {
         return 0;
 }
 
+/* The service checks the format's name (it knows which it supports) and that the volume is
+ * stopped and detached; the image is rewritten as a job, which we follow. */
+int verb_convert(Context *c, int argc, char *argv[]) {
+        _cleanup_bus_error_free_ sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_bus_message_unref_ sd_bus_message *m = NULL;
+        _cleanup_free_ char *pool = NULL, *volume = NULL;
+        const char *format = argv[2];
+        int r;
+
+        r = parse_volume_arg(c, argv[1], &pool, &volume);
+        if (r < 0)
+                return r;
+        if (format[0] == '\0')
+                return usage_error(c, "The format must not be empty: give raw or qcow2.");
+
+        r = volume_method_call(c, pool, volume, "Convert", &m);
+        if (r < 0)
+                return r;
+        if (c->compress)
+                r = sd_bus_message_append(m, "sa{sv}", format, 1, "compress", "b", 1);
+        else
+                r = sd_bus_message_append(m, "sa{sv}", format, 0);
+        if (r < 0)
+                return log_error_errno(r, "Failed to build the call: %s", strerror(-r));
+
+        r = bus_call_with_progress(c->bus, m, sd_bus_message_get_path(m), context_show_progress(c),
+                                   &error, NULL);
+        if (r < 0)
+                return log_bus_error(r, &error, "Failed to convert volume %s/%s to %s", pool, volume, format);
+        return 0;
+}
+
 /* One line per element of a revisions, partitions or mounts array; "none" when empty. */
 static char *format_list(json_object *array, void (*line)(FILE *f, json_object *e)) {
         size_t n = array ? json_object_array_length(array) : 0, len = 0;
@@ -393,18 +425,33 @@ static int info_text_volume(KeyValues *kv, const Volume *v) {
         return 0;
 }
 
-/* Volume.Info() keys as labels: "virtual_size" → "Virtual size". */
+/* Labels of Volume.Info() keys where the plain spelling would mislead or read badly: a qcow2
+ * image's internal snapshots are no revisions of the volume. */
+static const char *const info_labels[][2] = {
+        { "extended_l2",  "Extended L2" },
+        { "l1_entries",   "L1 entries" },
+        { "snapshots",    "Internal snapshots" },
+};
+
+/* Volume.Info() keys as labels: "virtual_size" → "Virtual size", keys the service may add later
+ * too. Values are shown by type; a number under a key ending in "_size" is a byte count. */
 static int info_text_image_entry(KeyValues *kv, const char *key, json_object *value) {
-        _cleanup_free_ char *label = strdup(key);
+        _cleanup_free_ char *label = NULL;
         size_t l = strlen(key);
 
-        if (!label)
-                return -ENOMEM;
-        for (char *p = label; *p; p++)
-                if (*p == '_')
-                        *p = ' ';
-        if (label[0] >= 'a' && label[0] <= 'z')
-                label[0] -= 'a' - 'A';
+        for (size_t i = 0; i < ELEMENTSOF(info_labels) && !label; i++)
+                if (streq(key, info_labels[i][0]))
+                        label = strdup(info_labels[i][1]);
+        if (!label) {
+                label = strdup(key);
+                if (!label)
+                        return -ENOMEM;
+                for (char *p = label; *p; p++)
+                        if (*p == '_')
+                                *p = ' ';
+                if (label[0] >= 'a' && label[0] <= 'z')
+                        label[0] -= 'a' - 'A';
+        }
 
         switch (json_object_get_type(value)) {
         case json_type_string:

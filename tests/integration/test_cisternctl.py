@@ -1626,5 +1626,206 @@ class MountTest(DeviceTestCase):
         self.assertTrue(os.path.ismount(point))
 
 
+# ---------------------------------------------------------------------------
+# convert, and info of qcow2 volumes (SPEC §4.3 Convert and Info, §7; cisternctl(1))
+# ---------------------------------------------------------------------------
+
+class ConvertCommandTest(LifecycleTestCase):
+    """p1/v1 as in LifecycleTestCase, 4 MiB, holding compressible data between holes."""
+
+    QEMU_IMG = "/usr/bin/qemu-img"
+    SIZE = 4 * MiB
+
+    def setUp(self):
+        super().setUp()
+        if not os.access(self.QEMU_IMG, os.X_OK):
+            self.skipTest("qemu-img is not installed")
+        self.c.resize(self.v1, self.SIZE)
+        harness.write_pattern(self.file("v1"), seed=3)
+        self.data = self.guest_bytes("v1", "raw")
+
+    def guest_bytes(self, volume, fmt, *names):
+        """What a guest sees of the image, read as fmt."""
+        with tempfile.NamedTemporaryFile(dir=self.env.tmp) as out:
+            subprocess.run([self.QEMU_IMG, "convert", "-f", fmt, "-O", "raw",
+                            self.file(volume, *names), out.name], check=True, capture_output=True)
+            with open(out.name, "rb") as f:
+                return f.read()
+
+    def volume_format(self, volume="v1"):
+        return self.c.prop(self.c.get_volume("p1", volume), VOLUME, "Format")
+
+    def info_line(self, text, label):
+        """The value printed after "LABEL:" in cisternctl info's text, or None."""
+        for line in text.splitlines():
+            key, sep, value = line.partition(": ")
+            if sep and key.strip() == label:
+                return value
+        return None
+
+    def qemu_img_converts(self):
+        """Pids of the qemu-img convert processes running (the test's pid namespace holds only
+        its own)."""
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    with open("/proc/%s/cmdline" % entry, "rb") as f:
+                        argv = f.read().split(b"\0")
+                    if os.path.basename(argv[0]) == b"qemu-img" and argv[1:2] == [b"convert"]:
+                        pids.append(int(entry))
+        return pids
+
+    def test_convert_to_qcow2_and_back_keeps_the_bytes_and_a_revision_each(self):
+        self.assertEqual(self.quiet("convert", "p1/v1", "qcow2").stdout, "")
+        self.assertEqual(self.volume_format(), "qcow2")
+        self.assertTrue(self.guest_bytes("v1", "qcow2") == self.data, "qcow2 image holds other bytes")
+        [rev] = self.revision_ids()
+        self.assertTrue(self.guest_bytes("v1", "raw", "revisions", rev) == self.data)
+
+        self.assertEqual(self.quiet("--json", "convert", "p1/v1", "raw").stdout, "")
+        self.assertEqual(self.volume_format(), "raw")
+        with open(self.file("v1"), "rb") as f:
+            self.assertTrue(f.read() == self.data, "raw image holds other bytes")
+        self.assertEqual(len(self.revision_ids()), 2)
+        self.assertEqual(self.c.prop(self.v1, VOLUME, "Size"), self.SIZE)
+        self.assert_consistent()
+
+    def test_info_shows_the_qcow2_header_in_text_and_json(self):
+        self.quiet("convert", "p1/v1", "qcow2", "--compress")
+        expected = self.c.info(self.v1)
+        self.assertGreater(expected["compressed_clusters"], 0)
+
+        doc = self.ctl_json("info", "p1/v1")
+        self.assertEqual(doc["format"], "qcow2")
+        self.assertEqual(doc["info"], expected)
+        for key, kind in (("compat", str), ("cluster_size", int), ("compressed_clusters", int),
+                          ("compression_type", str), ("refcount_bits", int), ("dirty", bool),
+                          ("lazy_refcounts", bool), ("extended_l2", bool), ("snapshots", int),
+                          ("l1_entries", int)):
+            with self.subTest(key=key):
+                self.assertIs(type(doc["info"][key]), kind)
+
+        text = self.ctl("info", "p1/v1").stdout
+        # Sizes with an IEC unit, and in bytes.
+        cluster = expected["cluster_size"]
+        self.assertRegex(self.info_line(text, "Cluster size") or "", r"^[0-9.]+[KM] \(%d bytes\)$" % cluster)
+        self.assertRegex(self.info_line(text, "Virtual size") or "", r"^4\.0M \(%d bytes\)$" % self.SIZE)
+        self.assertEqual(self.info_line(text, "Compat"), expected["compat"])
+        self.assertEqual(self.info_line(text, "Compressed clusters"), str(expected["compressed_clusters"]))
+        self.assertEqual(self.info_line(text, "Compression type"), expected["compression_type"])
+        self.assertEqual(self.info_line(text, "Refcount bits"), str(expected["refcount_bits"]))
+        self.assertEqual(self.info_line(text, "Dirty"), "no")
+        self.assertEqual(self.info_line(text, "Lazy refcounts"), "no")
+        self.assertEqual(self.info_line(text, "Extended L2"), "no")
+        self.assertEqual(self.info_line(text, "Internal snapshots"), "0")
+        self.assertEqual(self.info_line(text, "L1 entries"), str(expected["l1_entries"]))
+
+    def test_info_of_a_raw_volume_has_no_qcow2_keys(self):
+        doc = self.ctl_json("info", "p1/v1")
+        self.assertEqual(set(doc["info"]), {"format", "virtual_size", "actual_size"})
+        self.assertIsNone(self.info_line(self.ctl("info", "p1/v1").stdout, "Cluster size"))
+
+    def test_compress_recompresses_a_qcow2_volume(self):
+        self.quiet("convert", "p1/v1", "qcow2")
+        self.assertEqual(self.c.info(self.v1)["compressed_clusters"], 0)
+        self.quiet("convert", "p1/v1", "qcow2", "--compress")
+        self.assertGreater(self.c.info(self.v1)["compressed_clusters"], 0)
+        self.assertTrue(self.guest_bytes("v1", "qcow2") == self.data)
+        self.assertEqual(len(self.revision_ids()), 2)
+
+    def test_usage_errors_change_nothing(self):
+        for args in (["convert"], ["convert", "p1/v1"], ["convert", "p1/v1", "qcow2", "x"],
+                     ["convert", "v1", "qcow2"], ["convert", "p1/v1", ""],
+                     ["convert", "p1/v1", "qcow2", "--compress=yes"],
+                     ["convert", "p1/v1", "qcow2", "--format=raw"],
+                     ["convert", "p1/v1", "qcow2", "--size=1M"],
+                     ["create", "p1/v2", "1M", "--compress"],
+                     ["export", "p1/v1", "-", "--compress"]):
+            with self.subTest(args=args):
+                result = self.assert_ctl_fails(*args, expect=EXIT_USAGE)
+                self.assertTrue(result.stderr.startswith("cisternctl: "), result.stderr)
+
+    def test_failures_name_the_problem_and_change_nothing(self):
+        self.assert_names_problem(self.assert_ctl_fails("convert", "p1/v1", "vmdk"), "vmdk")
+        self.assert_names_problem(self.assert_ctl_fails("convert", "p1/v1", "raw", "--compress"),
+                                  "compress")
+        self.assert_names_problem(self.assert_ctl_fails("convert", "p1/nope", "qcow2"), "nope")
+        self.assert_names_problem(self.assert_ctl_fails("convert", "p9/v1", "qcow2"), "p9")
+        self.c.start_volume(self.v1)
+        result = self.assert_ctl_fails("convert", "p1/v1", "qcow2")
+        self.assertTrue(result.stderr.startswith("cisternctl: Failed to convert volume p1/v1 to qcow2: "),
+                        result.stderr)
+        self.assert_names_problem(result, "stop")
+
+    def test_converting_to_the_same_format_changes_nothing(self):
+        before = self.snapshot_state()
+        self.quiet("convert", "p1/v1", "raw")
+        self.assertEqual(self.snapshot_state(), before)
+
+    def test_convert_is_denied_without_authorization(self):
+        for ask_password in (False, True):
+            with self.subTest(ask_password=ask_password):
+                result = self.assert_ctl_fails("convert", "p1/v1", "qcow2", user=USER_A,
+                                               ask_password=ask_password)
+                self.assert_names_problem(result, "authoriz")
+
+    def test_a_user_converts_their_own_volume_with_the_own_rule(self):
+        self.env.set_polkit_rules(rule_allowing(["org.cistern.volume.modify-own"], USER_A))
+        self.c.create_volume(self.p1_obj, "mine", MiB, {"owner": USER_A.uid})
+        self.ctl("convert", "p1/mine", "qcow2", user=USER_A)
+        self.assertEqual(self.volume_format("mine"), "qcow2")
+        self.assert_names_problem(self.assert_ctl_fails("convert", "p1/v1", "qcow2", user=USER_A),
+                                  "authoriz")
+
+    def start_convert_on_a_terminal(self, *args):
+        """cisternctl convert with stderr on a pseudo-terminal and its qemu-img stopped
+        (SIGSTOP) once the job runs: returns (terminal master, process, qemu-img pids, what is
+        drawn up to the first bar)."""
+        master, slave = os.openpty()
+        self.addCleanup(os.close, master)
+        try:
+            proc = self.start_ctl("convert", "p1/v1", *args, stderr=slave)
+        finally:
+            os.close(slave)
+        self.wait_for_job(proc)
+        harness.poll_until(lambda: self.qemu_img_converts() or proc.poll() is not None, 30,
+                           "qemu-img convert to run")
+        pids = self.qemu_img_converts()
+        self.assertTrue(pids, "the convert ended before it could be held")
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+            self.addCleanup(self._resume, pid)
+        return master, proc, pids, read_terminal(master, until=b"\r")
+
+    @staticmethod
+    def _resume(pid):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGCONT)
+
+    def test_convert_draws_progress_on_a_terminal_and_clears_it(self):
+        master, proc, pids, drawn = self.start_convert_on_a_terminal("qcow2")
+        for pid in pids:
+            self._resume(pid)
+        drawn += read_terminal(master)
+        self.assertEqual(proc.wait(timeout=60), EXIT_OK, "terminal: %r" % drawn)
+        self.assertIn(b"[", drawn)
+        self.assertTrue(drawn.endswith(b"\r\x1b[K"), "the bar stayed: %r" % drawn[-200:])
+        self.assertEqual(self.volume_format(), "qcow2")
+
+    def test_ctrl_c_cancels_the_convert_and_changes_nothing(self):
+        before = self.snapshot_state()
+        master, proc, pids, drawn = self.start_convert_on_a_terminal("qcow2", "--compress")
+        proc.send_signal(signal.SIGINT)
+        drawn += read_terminal(master, timeout=30)
+        self.assertEqual(proc.wait(timeout=60), EXIT_FAILURE, "terminal: %r" % drawn)
+        self.assertIn(b"Cancelling", drawn)
+        self.assertIn(b"cancel", drawn.split(b"Cancelling", 1)[1].lower())
+        self.wait_no_jobs()
+        self.assertEqual(self.qemu_img_converts(), [], "qemu-img outlived the cancel")
+        self.assertEqual(self.snapshot_state(), before)
+        self.assertEqual(harness.staging_entries(self.p1), [])
+
+
 if __name__ == "__main__":
     harness.main()
