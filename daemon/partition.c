@@ -102,20 +102,9 @@ static uint32_t gpt_crc32(const uint8_t *b, size_t n) {
 
 /* Exactly n bytes at offset of fd: the disk ending first is -EIO. */
 static int pread_exact(int fd, void *buf, size_t n, uint64_t offset) {
-        size_t done = 0;
+        ssize_t k = pread_full(fd, buf, n, offset);
 
-        while (done < n) {
-                ssize_t k = pread(fd, (uint8_t *) buf + done, n - done, (off_t) (offset + done));
-
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0)
-                        return -errno;
-                if (k == 0)
-                        return -EIO;
-                done += (size_t) k;
-        }
-        return 0;
+        return k < 0 ? (int) k : (size_t) k < n ? -EIO : 0;
 }
 
 typedef enum MbrKind {

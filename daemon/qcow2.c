@@ -344,24 +344,6 @@ int qcow2_inspect_buffer(const void *buf, size_t len, uint64_t file_size, const 
         return 0;
 }
 
-/* Up to n bytes at offset; fewer only at the end of the file. */
-static ssize_t pread_full(int fd, void *buf, size_t n, uint64_t offset) {
-        size_t done = 0;
-
-        while (done < n) {
-                ssize_t k = pread(fd, (uint8_t *) buf + done, n - done, (off_t) (offset + done));
-
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0)
-                        return -errno;
-                if (k == 0)
-                        break;
-                done += (size_t) k;
-        }
-        return (ssize_t) done;
-}
-
 int qcow2_inspect(int fd, uint64_t file_size, const Qcow2Limits *limits, Qcow2Info *ret,
                   Qcow2Problem *ret_problem) {
         _cleanup_free_ uint8_t *buf = NULL;

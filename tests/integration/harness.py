@@ -25,6 +25,7 @@ import atexit
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import pickle
 import pwd
@@ -1629,6 +1630,27 @@ class AsyncCall:
 # ---------------------------------------------------------------------------
 # Image content, as the tests write and read it through a dir pool's layout
 # ---------------------------------------------------------------------------
+
+QEMU_IMG = "/usr/bin/qemu-img"
+
+
+def qemu_img(*args):
+    """Runs qemu-img (the tests' own calls, on images they trust); its stdout."""
+    return subprocess.run([QEMU_IMG] + list(args), check=True, capture_output=True).stdout
+
+
+def qemu_image_info(path, fmt):
+    """qemu-img info of an image this test trusts (never one of a hostile corpus)."""
+    return json.loads(qemu_img("info", "--output=json", "-f", fmt, path))
+
+
+def guest_bytes(path, fmt):
+    """What a guest sees of the image in path, read as fmt."""
+    with tempfile.NamedTemporaryFile() as out:
+        qemu_img("convert", "-f", fmt, "-O", "raw", path, out.name)
+        with open(out.name, "rb") as f:
+            return f.read()
+
 
 def dir_volume_file(pool_dir, volume, *names):
     """<pool dir>/volumes/<volume>/<names…>: 'image', 'work', 'revisions', '<id>'."""

@@ -32,7 +32,6 @@ import hashlib
 import os
 import signal
 import subprocess
-import time
 
 import dbus
 

@@ -6,31 +6,11 @@ Convert raw <-> qcow2 as a Job, and a raw volume whose bytes look like qcow2 sta
 import json
 import os
 import struct
-import subprocess
-import tempfile
 
 import harness
-from harness import (USER_A, VOLUME, AsyncCall, Error, MiB, SignalRecorder,
-                     dir_volume_file, job_added, job_completed)
-
-QEMU_IMG = "/usr/bin/qemu-img"
+from harness import (QEMU_IMG, USER_A, VOLUME, AsyncCall, Error, MiB, SignalRecorder, dir_volume_file,
+                     guest_bytes, job_added, job_completed, qemu_image_info, qemu_img)
 QCOW2_MAGIC = b"QFI\xfb"
-
-
-def qemu_img(*args):
-    return subprocess.run([QEMU_IMG] + list(args), check=True, capture_output=True).stdout
-
-
-def image_info(path, fmt):
-    return json.loads(qemu_img("info", "--output=json", "-f", fmt, path))
-
-
-def guest_bytes(path, fmt):
-    """What a guest sees of the image in path, read as fmt."""
-    with tempfile.NamedTemporaryFile() as out:
-        qemu_img("convert", "-f", fmt, "-O", "raw", path, out.name)
-        with open(out.name, "rb") as f:
-            return f.read()
 
 
 def write_at(path, offset, data):
@@ -78,14 +58,14 @@ class CreateTest(Qcow2TestCase):
         with open(self.file("q"), "rb") as f:
             self.assertEqual(f.read(4), QCOW2_MAGIC)
         self.assertLess(os.path.getsize(self.file("q")), MiB, "a new qcow2 image holds no data")
-        info = image_info(self.file("q"), "qcow2")
+        info = qemu_image_info(self.file("q"), "qcow2")
         self.assertEqual(info["virtual-size"], 64 * MiB)
         self.assertNotIn("backing-filename", info)
 
     def test_info_reports_the_header(self):
         v = self.make_volume(self.pool, "q", 64 * MiB, format="qcow2")
         info = self.c.info(v)
-        expected = image_info(self.file("q"), "qcow2")
+        expected = qemu_image_info(self.file("q"), "qcow2")
         self.assertEqual(info["format"], "qcow2")
         self.assertEqual(info["virtual_size"], 64 * MiB)
         self.assertEqual(info["cluster_size"], expected["cluster-size"])
@@ -112,16 +92,16 @@ class ResizeTest(Qcow2TestCase):
         v = self.make_volume(self.pool, "q", 16 * MiB, format="qcow2")
         self.c.resize(v, 32 * MiB)
         self.assertEqual(self.prop(v, "Size"), 32 * MiB)
-        self.assertEqual(image_info(self.file("q"), "qcow2")["virtual-size"], 32 * MiB)
+        self.assertEqual(qemu_image_info(self.file("q"), "qcow2")["virtual-size"], 32 * MiB)
         self.assert_fails(Error.WouldShrink, self.c.resize, v, 8 * MiB)
         self.c.resize(v, 8 * MiB, {"allow_shrink": True})
-        self.assertEqual(image_info(self.file("q"), "qcow2")["virtual-size"], 8 * MiB)
+        self.assertEqual(qemu_image_info(self.file("q"), "qcow2")["virtual-size"], 8 * MiB)
 
     def test_a_started_volume_resizes_its_working_copy(self):
         v = self.make_volume(self.pool, "q", 16 * MiB, format="qcow2")
         self.c.start_volume(v)
         self.c.resize(v, 24 * MiB)
-        self.assertEqual(image_info(self.file("q", "work"), "qcow2")["virtual-size"], 24 * MiB)
+        self.assertEqual(qemu_image_info(self.file("q", "work"), "qcow2")["virtual-size"], 24 * MiB)
         self.c.stop_volume(v)
         self.assertEqual(self.prop(v, "Size"), 24 * MiB)
 
@@ -141,7 +121,7 @@ class LifeCycleTest(Qcow2TestCase):
     def test_a_volatile_volume_starts_on_an_empty_qcow2_image(self):
         v = self.make_volume(self.pool, "q", 16 * MiB, format="qcow2", save_on_stop=False)
         self.c.start_volume(v)
-        info = image_info(self.file("q", "work"), "qcow2")
+        info = qemu_image_info(self.file("q", "work"), "qcow2")
         self.assertEqual((info["format"], info["virtual-size"]), ("qcow2", 16 * MiB))
         self.c.stop_volume(v)
         self.assertFalse(os.path.exists(self.file("q", "work")))
@@ -153,7 +133,7 @@ class LifeCycleTest(Qcow2TestCase):
                                 source=src)
         self.c.start_volume(snap)
         work = self.file("snap", "work")
-        self.assertEqual(image_info(work, "qcow2")["format"], "qcow2")
+        self.assertEqual(qemu_image_info(work, "qcow2")["format"], "qcow2")
         self.assertEqual(guest_bytes(work, "qcow2")[MiB:MiB + 10], b"guest data")
 
     def test_a_snapshot_that_converts_runs_as_a_job_even_where_copies_are_instant(self):
@@ -218,7 +198,7 @@ class ConvertTest(Qcow2TestCase):
         self.assertEqual(self.prop(v, "Format"), "raw")
         revs = self.prop(v, "Revisions")
         self.assertEqual(len(revs), 1)
-        self.assertEqual(image_info(self.file("v", "revisions", revs[0][0]), "qcow2")["format"], "qcow2")
+        self.assertEqual(qemu_image_info(self.file("v", "revisions", revs[0][0]), "qcow2")["format"], "qcow2")
 
     def crash_between_commit_and_record(self, committed):
         """volume.json as a Convert to qcow2 leaves it when cisternd dies after its record and
@@ -318,7 +298,7 @@ class RawStaysRawTest(Qcow2TestCase):
         self.c.convert(self.v, "qcow2")
         converted = guest_bytes(self.file("r"), "qcow2")
         self.assertEqual(converted[:len(self.bytes)], self.bytes)
-        self.assertNotIn("backing-filename", image_info(self.file("r"), "qcow2"))
+        self.assertNotIn("backing-filename", qemu_image_info(self.file("r"), "qcow2"))
         self.assert_canary_untouched()
 
     def test_a_restart_does_not_rederive_the_format(self):

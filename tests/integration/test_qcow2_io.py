@@ -12,43 +12,22 @@ an unknown incompatible feature, version 1, a virtual size of 2^62 and an L1 tab
 of the file.  Each one, through a file, a pipe and an import session, into a qcow2 and a raw
 volume, is UnsafeImage and changes nothing (assert_fails snapshots the state)."""
 
-import json
 import os
 import shutil
 import struct
-import subprocess
 import tempfile
 import threading
 
 import dbus
 
 import harness
-from harness import (JOB, VOLUME, AsyncCall, Error, KiB, MiB, dir_volume_file, file_sha256,
-                     job_added, job_completed, properties_changed, staging_entries,
-                     write_pattern)
-
-QEMU_IMG = "/usr/bin/qemu-img"
+from harness import (JOB, QEMU_IMG, VOLUME, AsyncCall, Error, KiB, MiB, dir_volume_file, file_sha256,
+                     guest_bytes, job_added, job_completed, properties_changed, qemu_image_info,
+                     qemu_img, staging_entries, write_pattern)
 QCOW2_MAGIC = b"QFI\xfb"
 SIZE = 16 * MiB         # every volume before an import
 NEW_SIZE = 24 * MiB     # the guest-visible size of what is imported: Size must follow
 HOWS = ("file", "pipe", "session")
-
-
-def qemu_img(*args):
-    return subprocess.run([QEMU_IMG] + list(args), check=True, capture_output=True).stdout
-
-
-def image_info(path, fmt):
-    """qemu-img info of an image this test trusts (never one of the hostile corpus)."""
-    return json.loads(qemu_img("info", "--output=json", "-f", fmt, path))
-
-
-def guest_bytes(path, fmt):
-    """What a guest sees of the image in path, read as fmt."""
-    with tempfile.NamedTemporaryFile() as out:
-        qemu_img("convert", "-f", fmt, "-O", "raw", path, out.name)
-        with open(out.name, "rb") as f:
-            return f.read()
 
 
 def read_file(path):
@@ -225,7 +204,7 @@ class ImportAcrossFormatsTest(Qcow2IoTestCase):
                 self.assertEqual(self.prop(obj, "Format"), "qcow2")
                 self.assertEqual(self.prop(obj, "Size"), NEW_SIZE)
                 self.assertEqual(read_file(self.image(name))[:4], QCOW2_MAGIC)
-                info = image_info(self.image(name), "qcow2")
+                info = qemu_image_info(self.image(name), "qcow2")
                 self.assertNotIn("backing-filename", info)
                 self.assertTrue(self.guest(name) == self.content, "the image is not the import")
                 (rev, _), = self.prop(obj, "Revisions")
@@ -376,7 +355,7 @@ class ExportAcrossFormatsTest(Qcow2IoTestCase):
             with self.subTest(sparse=sparse):
                 out = self.export_file(obj, "out-%s.qcow2" % sparse,
                                        {"format": "qcow2", "sparse": sparse})
-                info = image_info(out, "qcow2")
+                info = qemu_image_info(out, "qcow2")
                 self.assertEqual((info["format"], info["virtual-size"]), ("qcow2", NEW_SIZE))
                 self.assertNotIn("backing-filename", info)
                 self.assertNotIn("data-file", info.get("format-specific", {}).get("data", {}))
@@ -425,7 +404,7 @@ class ExportAcrossFormatsTest(Qcow2IoTestCase):
         self.assertTrue(read_file(self.export_file(obj, "rev.raw", {"revision": rev})) == self.content)
         self.assertTrue(self.export_pipe(obj, {"revision": rev, "format": "raw"}) == self.content)
         out = self.export_file(obj, "rev.qcow2", {"revision": rev, "format": "qcow2"})
-        self.assertEqual(image_info(out, "qcow2")["format"], "qcow2")
+        self.assertEqual(qemu_image_info(out, "qcow2")["format"], "qcow2")
         self.assertTrue(guest_bytes(out, "qcow2") == self.content)
         # The image is qcow2 now: its bytes, or converted to raw.
         self.assertEqual(file_sha256(self.export_file(obj, "now.qcow2", {"format": "qcow2"})),
