@@ -83,7 +83,8 @@ int image_resize(Volume *v, int vdir_fd, const char *name, const char *format, u
                  char **error) {
         const PoolDriver *d = v->pool->driver;
         _cleanup_close_ int fd = -EBADF;
-        int f = format_of(format);
+        Qcow2Info info;
+        int f = format_of(format), r;
 
         if (f < 0)
                 return f;
@@ -92,6 +93,10 @@ int image_resize(Volume *v, int vdir_fd, const char *name, const char *format, u
         fd = d->object_open(vdir_fd, name, O_RDWR);
         if (fd < 0)
                 return fd;
+        /* A working copy is the VM's to write, header included (Open): checked again. */
+        r = image_inspect_qcow2(v, fd, &info, NULL);
+        if (r < 0)
+                return r == -ENOMEDIUM ? -EBADMSG : r;
         return qemu_img_resize(fd, f, size, shrink, error);
 }
 

@@ -27,7 +27,8 @@ int image_create(Volume *v, int vdir_fd, const char *name, const char *format, u
 int image_stat(Volume *v, int vdir_fd, const char *name, const char *format, uint64_t *ret_size,
                uint64_t *ret_usage);
 
-/* Sets the guest-visible size of the image in object name; smaller only when shrink. */
+/* Sets the guest-visible size of the image in object name; smaller only when shrink. A qcow2
+ * image passes the inspector first (-EBADMSG). */
 int image_resize(Volume *v, int vdir_fd, const char *name, const char *format, uint64_t size, bool shrink,
                  char **error);
 

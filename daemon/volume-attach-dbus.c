@@ -21,6 +21,7 @@
 #include "device.h"
 #include "errors.h"
 #include "fuse-export.h"
+#include "image.h"
 #include "log.h"
 #include "qemu.h"
 #include "udev-watch.h"
@@ -109,7 +110,18 @@ static int attach_work(void *userdata) {
                 return fd;
         if (is_exported(v)) {
                 _cleanup_close_ int image_fd = TAKE_FD(fd);
+                Qcow2Problem problem = {};
+                Qcow2Info info;
 
+                /* A working copy is the VM's to write, header included (Open): checked again
+                 * before qemu reads it. */
+                r = image_inspect_qcow2(v, image_fd, &info, &problem);
+                if (r == -EBADMSG || r == -ENOMEDIUM) {
+                        w->error = strdup(problem.message);
+                        return -ENOEXEC;
+                }
+                if (r < 0)
+                        return r;
                 r = fuse_export_start(v, image_fd, !w->read_only, export, &fd, &w->error);
                 if (r < 0)
                         return r;
@@ -147,6 +159,10 @@ void volume_attach_reply_error(VolumeWork *w, int r) {
                                                   "MBR, or GPT entries or headers that do not check out); attach it "
                                                   "with partitions=false for the whole disk only.",
                                                   v->pool->name, v->name, PARTITIONS_MAX);
+        else if (r == -ENOEXEC)
+                (void) sd_bus_reply_method_errorf(w->msg, ERR_UNSAFE_IMAGE,
+                                                  "The qcow2 image of volume %s/%s is unsafe: %s.", v->pool->name, v->name,
+                                                  w->error ?: "it fails cistern's checks");
         else if (r == -ETIMEDOUT)
                 (void) sd_bus_reply_method_errorf(w->msg, ERR_FAILED,
                                                   "udev did not process the device in time; is systemd-udevd running?");

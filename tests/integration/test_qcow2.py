@@ -275,7 +275,7 @@ class RawStaysRawTest(Qcow2TestCase):
 
     def setUp(self):
         super().setUp()
-        self.canary = os.path.join(self.env.dirs["pools"], "canary")
+        self.canary = os.path.join(self.env.tmp, "canary")   # outside what snapshot_state() reads
         with open(self.canary, "wb") as f:
             f.write(b"host secret" * 100)
         os.utime(self.canary, (1, 1))
@@ -306,6 +306,49 @@ class RawStaysRawTest(Qcow2TestCase):
         v = self.c.get_volume("p1", "r")
         self.assertEqual((self.prop(v, "Format"), self.prop(v, "Size")), ("raw", 4 * MiB))
         self.assert_canary_untouched()
+
+
+class RewrittenWorkingCopyTest(Qcow2TestCase):
+    """A VM runner may write a started qcow2 volume's working copy whole, header included (Open):
+    a header naming a backing file then never reaches qemu, whatever asks."""
+
+    def setUp(self):
+        super().setUp()
+        self.canary = os.path.join(self.env.tmp, "canary")   # outside what snapshot_state() reads
+        with open(self.canary, "wb") as f:
+            f.write(b"host secret" * 100)
+        os.utime(self.canary, (1, 1))
+        self.v = self.make_volume(self.pool, "q", 4 * MiB, format="qcow2")
+        self.c.start_volume(self.v)
+        evil = os.path.join(self.env.tmp, "evil.qcow2")
+        qemu_img("create", "-q", "-f", "qcow2", "-b", self.canary, "-F", "raw", evil, str(4 * MiB))
+        os.utime(self.canary, (1, 1))
+        with open(evil, "rb") as src, open(self.file("q", "work"), "r+b") as dst:
+            dst.write(src.read())
+            dst.truncate()
+
+    def tearDown(self):
+        self.assertEqual(os.stat(self.canary).st_atime, 1, "the canary file was read")
+        super().tearDown()
+
+    def test_resize_and_info_refuse_it(self):
+        self.assert_fails(Error.UnsafeImage, self.c.resize, self.v, 8 * MiB)
+        self.assert_fails(Error.UnsafeImage, self.c.info, self.v)
+
+    def test_attach_refuses_it(self):
+        self.assert_fails(Error.UnsafeImage, self.c.attach, self.v)
+        self.assertEqual(self.prop(self.v, "Device"), "")
+
+    def test_once_committed_the_volume_stays_and_refuses_it(self):
+        self.c.stop_volume(self.v)
+        self.restart_daemon()
+        v = self.c.get_volume("p1", "q")
+        self.assertEqual(self.prop(v, "Format"), "qcow2")
+        self.assert_fails(Error.UnsafeImage, self.c.convert, v, "raw")
+        self.assert_fails(Error.UnsafeImage, self.c.info, v)
+        (rev, _), = self.prop(v, "Revisions")
+        self.c.revert(v, rev)           # the way back to the image before
+        self.assertEqual(self.prop(v, "Size"), 4 * MiB)
 
 
 if __name__ == "__main__":
