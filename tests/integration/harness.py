@@ -1652,6 +1652,20 @@ def guest_bytes(path, fmt):
             return f.read()
 
 
+def qemu_img_converts():
+    """Pids of the qemu-img convert processes running (a test's pid namespace holds only its
+    own)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                with open("/proc/%s/cmdline" % entry, "rb") as f:
+                    argv = f.read().split(b"\0")
+                if os.path.basename(argv[0]) == b"qemu-img" and argv[1:2] == [b"convert"]:
+                    pids.append(int(entry))
+    return pids
+
+
 def dir_volume_file(pool_dir, volume, *names):
     """<pool dir>/volumes/<volume>/<names…>: 'image', 'work', 'revisions', '<id>'."""
     return os.path.join(pool_dir, "volumes", volume, *names)

@@ -1663,19 +1663,6 @@ class ConvertCommandTest(LifecycleTestCase):
                 return value
         return None
 
-    def qemu_img_converts(self):
-        """Pids of the qemu-img convert processes running (the test's pid namespace holds only
-        its own)."""
-        pids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                with contextlib.suppress(OSError):
-                    with open("/proc/%s/cmdline" % entry, "rb") as f:
-                        argv = f.read().split(b"\0")
-                    if os.path.basename(argv[0]) == b"qemu-img" and argv[1:2] == [b"convert"]:
-                        pids.append(int(entry))
-        return pids
-
     def test_convert_to_qcow2_and_back_keeps_the_bytes_and_a_revision_each(self):
         self.assertEqual(self.quiet("convert", "p1/v1", "qcow2").stdout, "")
         self.assertEqual(self.volume_format(), "qcow2")
@@ -1789,9 +1776,9 @@ class ConvertCommandTest(LifecycleTestCase):
         finally:
             os.close(slave)
         self.wait_for_job(proc)
-        harness.poll_until(lambda: self.qemu_img_converts() or proc.poll() is not None, 30,
+        harness.poll_until(lambda: harness.qemu_img_converts() or proc.poll() is not None, 30,
                            "qemu-img convert to run")
-        pids = self.qemu_img_converts()
+        pids = harness.qemu_img_converts()
         self.assertTrue(pids, "the convert ended before it could be held")
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
@@ -1822,7 +1809,7 @@ class ConvertCommandTest(LifecycleTestCase):
         self.assertIn(b"Cancelling", drawn)
         self.assertIn(b"cancel", drawn.split(b"Cancelling", 1)[1].lower())
         self.wait_no_jobs()
-        self.assertEqual(self.qemu_img_converts(), [], "qemu-img outlived the cancel")
+        self.assertEqual(harness.qemu_img_converts(), [], "qemu-img outlived the cancel")
         self.assertEqual(self.snapshot_state(), before)
         self.assertEqual(harness.staging_entries(self.p1), [])
 

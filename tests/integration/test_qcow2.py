@@ -5,6 +5,7 @@ Convert raw <-> qcow2 as a Job, and a raw volume whose bytes look like qcow2 sta
 
 import json
 import os
+import signal
 import struct
 
 import harness
@@ -248,6 +249,28 @@ class ConvertTest(Qcow2TestCase):
         added = rec.wait_for(job_added("Convert"))
         self.assertIsNotNone(added, "no Convert job")
         self.assertIsNotNone(rec.wait_for(job_completed(added.args[0])))
+
+    def test_cancel_leaves_no_trace(self):
+        v = self.make_volume(self.pool, "big", 256 * MiB)
+        with open(self.file("big"), "r+b") as f:
+            for _ in range(16):
+                f.write(os.urandom(4 * MiB))
+        before = self.snapshot_state()
+        rec = SignalRecorder(self.env.bus)
+        call = AsyncCall(self.env.bus, v, VOLUME, "Convert", "sa{sv}", "qcow2", {})
+        added = rec.wait_for(job_added("Convert"), timeout=30)
+        self.assertIsNotNone(added, "no Convert job")
+        harness.poll_until(lambda: harness.qemu_img_converts() or call.finished, 30, "qemu-img convert to run")
+        pids = harness.qemu_img_converts()
+        self.assertTrue(pids, "the convert ended before it could be held")
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)       # held mid-way; the cancel kills it all the same
+        self.c.cancel_job(added.args[0])
+        self.assertTrue(call.wait(), "Convert never answered")
+        self.assertEqual(call.error, Error.Cancelled, str(call))
+        self.assertIsNotNone(rec.wait_for(job_completed(added.args[0])))
+        harness.poll_until(lambda: not harness.qemu_img_converts(), 10, "qemu-img to be gone")
+        self.assertEqual(before, self.snapshot_state())
 
     def test_bad_requests_change_nothing(self):
         v, _ = self.raw_volume_with_data()
