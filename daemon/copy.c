@@ -46,13 +46,46 @@ int reflink_mode_from_string(const char *s) {
         return -EINVAL;
 }
 
-static bool copy_cancelled(CopyProgress *progress) {
-        return progress && atomic_load_explicit(&progress->cancel, memory_order_relaxed);
+bool progress_cancelled(const CopyProgress *p) {
+        return p && (atomic_load_explicit(&p->cancel, memory_order_relaxed) || progress_cancelled(p->job));
 }
 
-static void progress_add(CopyProgress *progress, uint64_t n) {
-        if (progress)
-                atomic_fetch_add_explicit(&progress->done, n, memory_order_relaxed);
+/* Moves the job p is a step of as far as p has come. */
+static void progress_propagate(CopyProgress *p) {
+        uint64_t done;
+
+        if (!p->job || p->total == 0)
+                return;
+        done = MIN(atomic_load_explicit(&p->done, memory_order_relaxed), p->total);
+        progress_raise(p->job, p->job_start + (uint64_t) ((long double) done / (long double) p->total *
+                                                          (long double) p->job_share));
+}
+
+void progress_add(CopyProgress *p, uint64_t n) {
+        if (!p)
+                return;
+        atomic_fetch_add_explicit(&p->done, n, memory_order_relaxed);
+        progress_propagate(p);
+}
+
+/* Only the copying thread writes done: a load and a store cannot lose an update. */
+void progress_raise(CopyProgress *p, uint64_t done) {
+        if (!p)
+                return;
+        if (done > atomic_load_explicit(&p->done, memory_order_relaxed))
+                atomic_store_explicit(&p->done, done, memory_order_relaxed);
+        progress_propagate(p);
+}
+
+int progress_run_step(CopyProgress *progress, uint64_t share, ProgressStep step, void *userdata) {
+        uint64_t start = atomic_load(&progress->done);
+        CopyProgress p = { .total = share, .job = progress, .job_start = start, .job_share = share };
+        int r;
+
+        r = step(userdata, &p);
+        if (r >= 0)
+                progress_raise(progress, start + share);
+        return r;
 }
 
 /* The errors with which FICLONE says "not here" rather than "failed", as measured on Linux 6.18:
@@ -207,7 +240,7 @@ static int copy_range(Copy *c, uint64_t offset, uint64_t end) {
                 uint64_t chunk_end = MIN(end, offset + COPY_CHUNK);
                 int r;
 
-                if (copy_cancelled(c->progress))
+                if (progress_cancelled(c->progress))
                         return -ECANCELED;
                 if (!c->read_write) {
                         r = copy_in_kernel(c, &offset, chunk_end);
@@ -237,7 +270,7 @@ static int copy_data(int src_fd, int dst_fd, CopyProgress *progress, bool throug
                 return -EINVAL;
         if (st.st_dev == dst_st.st_dev && st.st_ino == dst_st.st_ino)
                 return -EINVAL;         /* emptying dst would destroy src */
-        if (copy_cancelled(progress))
+        if (progress_cancelled(progress))
                 return -ECANCELED;
 
         /* Sizing dst first keeps a trailing hole, which no data range reaches; emptying it first
@@ -267,7 +300,7 @@ int copy_file(int src_fd, int dst_fd, ReflinkMode mode, CopyProgress *progress) 
 
         if ((unsigned) mode >= _REFLINK_MODE_MAX)
                 return -EINVAL;
-        if (copy_cancelled(progress))
+        if (progress_cancelled(progress))
                 return -ECANCELED;
 
         if (mode != REFLINK_NEVER) {
@@ -275,9 +308,9 @@ int copy_file(int src_fd, int dst_fd, ReflinkMode mode, CopyProgress *progress) 
                 if (r < 0)
                         return r;
                 if (r > 0) {
-                        /* All at once: the job is complete. Only this thread writes done. */
-                        if (progress && atomic_load(&progress->done) < progress->total)
-                                atomic_store(&progress->done, progress->total);
+                        /* All at once: the job is complete. */
+                        if (progress)
+                                progress_raise(progress, progress->total);
                         return 1;
                 }
                 if (mode == REFLINK_REQUIRE)
@@ -335,7 +368,7 @@ int copy_stream(int src_fd, int dst_fd, CopyProgress *progress) {
                 ssize_t k;
                 int r;
 
-                if (copy_cancelled(progress))
+                if (progress_cancelled(progress))
                         return -ECANCELED;
                 k = stream_some(src_fd, offset, dst_fd, S_ISFIFO(dst.st_mode), buffer,
                                 (size_t) MIN((uint64_t) src.st_size - offset, BUFFER_SIZE));
@@ -418,7 +451,7 @@ static ssize_t read_stream(int fd, bool socket, uint8_t *buffer, size_t n, CopyP
                 ssize_t k;
                 int r;
 
-                if (copy_cancelled(progress))
+                if (progress_cancelled(progress))
                         return -ECANCELED;
                 r = wait_readable(fd);
                 if (r <= 0) {
@@ -483,7 +516,7 @@ static int copy_in_file(int src_fd, int dst_fd, uint64_t size, uint8_t *buffer, 
                 for (offset = start; offset < end;) {
                         ssize_t n;
 
-                        if (copy_cancelled(progress))
+                        if (progress_cancelled(progress))
                                 return -ECANCELED;
                         n = pread(src_fd, buffer, (size_t) MIN(end - offset, BUFFER_SIZE), (off_t) offset);
                         if (n < 0 && errno == EINTR)
@@ -532,7 +565,7 @@ int copy_in(int src_fd, int dst_fd, uint64_t size, ReflinkMode mode, CopyProgres
                 r = mode == REFLINK_NEVER ? 0 : copy_reflink(src_fd, dst_fd);
                 if (r > 0) {
                         if (progress)
-                                atomic_store(&progress->done, progress->total);
+                                progress_raise(progress, progress->total);
                         /* The file's size when it was cloned is what was cloned. */
                         r = check_file_size(dst_fd, size);
                         return r < 0 ? r : 1;

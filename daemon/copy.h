@@ -26,7 +26,25 @@ typedef struct CopyProgress {
         uint64_t total;                 /* bytes to copy, set before the copy starts */
         _Atomic uint64_t done;
         atomic_bool cancel;
+        /* A step of a larger job (progress_run_step()): the share of the job's progress from
+         * job_start on that this step's done moves, in proportion to total. */
+        struct CopyProgress *job;
+        uint64_t job_start, job_share;
 } CopyProgress;
+
+/* What the copying thread reports, on p and through it on the job it is a step of: n more bytes
+ * done, or done raised to at least done (never lowered). p may be NULL. */
+void progress_add(CopyProgress *p, uint64_t n);
+void progress_raise(CopyProgress *p, uint64_t done);
+/* Whether p, or the job it is a step of, was cancelled. */
+bool progress_cancelled(const CopyProgress *p);
+
+/* For work in steps (stage, then convert): runs step(userdata, p) as the next share bytes of
+ * progress. The step reports on p, a progress of its own whose total starts as share (the step
+ * may set it, say to an image's size, before it reports), which moves progress in proportion;
+ * progress's cancel reaches the step. On success progress ends share bytes further on. */
+typedef int (*ProgressStep)(void *userdata, CopyProgress *p);
+int progress_run_step(CopyProgress *progress, uint64_t share, ProgressStep step, void *userdata);
 
 /* FICLONE src onto dst. 1 done; 0 the filesystem cannot reflink these files (the fallback
  * errors above); negative errno on any other failure. */

@@ -131,13 +131,11 @@ static void tail_append(char *buf, size_t *len, bool *truncated, const char *dat
         buf[*len] = '\0';
 }
 
-static void progress_raise(CopyProgress *p, int hundredths) {
-        uint64_t done, h = (uint64_t) hundredths;
+static void progress_raise_hundredths(CopyProgress *p, int hundredths) {
+        uint64_t h = (uint64_t) hundredths;
 
         /* total * h / 10000 without overflowing for any total. */
-        done = p->total / 10000 * h + p->total % 10000 * h / 10000;
-        if (done > atomic_load(&p->done))
-                atomic_store(&p->done, done);
+        progress_raise(p, p->total / 10000 * h + p->total % 10000 * h / 10000);
 }
 
 /* The child between fork() and execve(). The daemon has other threads, whose locks (malloc's
@@ -206,7 +204,7 @@ static bool drain(int fd, QemuRun *ret, bool is_out, QemuProgressParser *parser,
                         tail_append(ret->out, &ret->out_len, &ret->out_truncated, buf, (size_t) n);
                         int h = progress ? qemu_progress_feed(parser, buf, (size_t) n) : -1;
                         if (h >= 0)
-                                progress_raise(progress, h);
+                                progress_raise_hundredths(progress, h);
                 } else
                         tail_append(ret->err, &ret->err_len, &ret->err_truncated, buf, (size_t) n);
         }
@@ -246,7 +244,7 @@ static int wait_child(const QemuSpawn *s, pid_t pid, int pidfd, int out, int err
                         err_open = drain(err, ret, false, NULL, NULL);
                 if (p[0].revents & POLLIN)
                         break;
-                if (s->progress && atomic_load(&s->progress->cancel)) {
+                if (progress_cancelled(s->progress)) {
                         r = -ECANCELED;
                         break;
                 }
@@ -472,7 +470,7 @@ int qemu_img_convert(int src_fd, QemuFormat src_format, int dst_fd, QemuFormat d
                          QEMU_IMG_CONVERT_CPU_SEC + QEMU_IMG_CONVERT_CPU_SEC_GIB * gib, progress, error);
         r = fsync_result(r, dst_fd);
         if (r == 0 && progress)
-                atomic_store(&progress->done, progress->total);
+                progress_raise(progress, progress->total);
         return r;
 }
 

@@ -186,9 +186,9 @@ static int export_converted(ExportWork *w, CopyProgress *progress) {
         w->staging_fd = d->object_open(vdir_fd, staging, O_RDWR);
         r = w->staging_fd;
         if (r >= 0)
-                r = progress_share_run(progress, progress->total / 2, convert_step, w);
+                r = progress_run_step(progress, progress->total / 2, convert_step, w);
         if (r >= 0)
-                r = progress_share_run(progress, progress->total - MIN(atomic_load(&progress->done), progress->total),
+                r = progress_run_step(progress, progress->total - MIN(atomic_load(&progress->done), progress->total),
                                        copy_step, w);
         (void) d->object_remove(vdir_fd, staging);
         return r;

@@ -9,10 +9,7 @@
 
 #include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
-#include <pthread.h>
 #include <stdio.h>
-#include <sys/eventfd.h>
 
 #include "device.h"
 #include "fuse-export.h"
@@ -359,68 +356,6 @@ int volume_clone_work(void *userdata) {
         return volume_create_copy(w->target, w->volume, w->source_object, volume_work_progress(w));
 }
 
-/* Work in steps (stage, then convert) shows each step as a share of its job's progress. A step
- * reports on a CopyProgress of its own: copy_in() adds bytes, qemu-img raises a percentage of
- * the total it sets. A thread maps that onto the job's progress every RELAY_MSEC, never
- * backwards, and passes the job's Cancel on to the step. */
-#define RELAY_MSEC 50
-
-typedef struct Relay {
-        CopyProgress *outer;
-        CopyProgress inner;
-        uint64_t start, share;
-        int stop_fd;            /* an eventfd, readable once the step is over */
-} Relay;
-
-static void relay_update(Relay *r) {
-        uint64_t total = __atomic_load_n(&r->inner.total, __ATOMIC_RELAXED), done, mapped;
-
-        if (atomic_load(&r->outer->cancel))
-                atomic_store(&r->inner.cancel, true);
-        if (total == 0)
-                return;
-        done = MIN(atomic_load(&r->inner.done), total);
-        mapped = r->start + (uint64_t) ((long double) done / (long double) total * (long double) r->share);
-        if (mapped > atomic_load(&r->outer->done))
-                atomic_store(&r->outer->done, mapped);
-}
-
-static void *relay_thread(void *userdata) {
-        Relay *r = userdata;
-        struct pollfd p = { .fd = r->stop_fd, .events = POLLIN };
-
-        for (;;) {
-                int n = poll(&p, 1, RELAY_MSEC);
-
-                if (n > 0 || (n < 0 && errno != EINTR))
-                        return NULL;
-                relay_update(r);
-        }
-}
-
-int progress_share_run(CopyProgress *progress, uint64_t share, ProgressStep step, void *userdata) {
-        Relay relay = { .outer = progress, .inner.total = share, .start = atomic_load(&progress->done), .share = share };
-        pthread_t thread;
-        int r;
-
-        atomic_store(&relay.inner.cancel, atomic_load(&progress->cancel));
-        relay.stop_fd = eventfd(0, EFD_CLOEXEC);
-        if (relay.stop_fd < 0)
-                return -errno;
-        r = pthread_create(&thread, NULL, relay_thread, &relay);
-        if (r != 0) {
-                safe_close(relay.stop_fd);
-                return -r;
-        }
-        r = step(userdata, &relay.inner);
-        (void) eventfd_write(relay.stop_fd, 1);
-        (void) pthread_join(thread, NULL);
-        safe_close(relay.stop_fd);
-        if (r >= 0 && atomic_load(&progress->done) < relay.start + share)
-                atomic_store(&progress->done, relay.start + share);
-        return r;
-}
-
 /* Import and ImportEnd: the caller's bytes, of the format w->format, are first a staging object
  * of their own (staged). A qcow2 image passes cistern's inspector before anything else reads
  * it: qemu-img follows whatever an image names. Bytes of the volume's format are then committed
@@ -486,7 +421,7 @@ static int commit_import(VolumeWork *w, int vdir_fd, const char *staged) {
                 rest = progress->total - MIN(atomic_load(&progress->done), progress->total);
                 r = staging_name_new(&converted);
                 if (r >= 0)
-                        r = progress_share_run(progress, rest, convert_step, &(ImportStep) { w, vdir_fd, staged, converted });
+                        r = progress_run_step(progress, rest, convert_step, &(ImportStep) { w, vdir_fd, staged, converted });
                 (void) d->object_remove(vdir_fd, staged);
                 if (r < 0)
                         return r;       /* a failed image_convert() leaves no object */
@@ -514,7 +449,7 @@ int volume_import_work(void *userdata) {
         s = (ImportStep) { .w = w, .vdir_fd = vdir_fd, .staged = staged };
         /* A conversion to follow takes the second half of the job. */
         if (import_converts(w))
-                r = progress_share_run(progress, progress->total / 2, stage_step, &s);
+                r = progress_run_step(progress, progress->total / 2, stage_step, &s);
         else
                 r = stage_step(&s, progress);
         if (r < 0)

@@ -172,13 +172,6 @@ int volume_import_begin_work(void *userdata);
 int volume_import_end_work(void *userdata);
 int volume_import_discard_work(void *userdata);
 
-/* For work in steps: runs step(userdata, p) as the next share bytes of progress. The step
- * reports on p, a progress of its own (p->total starts as share; the step may set it before it
- * reports), which a thread maps onto progress, never backwards, while it passes progress's
- * cancel on to p. On success progress->done ends share bytes further than it began. */
-typedef int (*ProgressStep)(void *userdata, CopyProgress *p);
-int progress_share_run(CopyProgress *progress, uint64_t share, ProgressStep step, void *userdata);
-
 /* Removes the object name of v on a worker thread (inline when none can take it), forgetting
  * about it: for staging objects that are given up. */
 void volume_discard_object(Volume *v, const char *name);
