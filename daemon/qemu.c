@@ -372,16 +372,21 @@ static int fsync_result(int r, int fd) {
         return r;
 }
 
+/* What a call that gives the image in fd a size checks, and that size as qemu reads it. */
+static int check_sized_call(int fd, QemuFormat format, uint64_t size, char size_arg[static 32]) {
+        if (!qemu_format_to_string(format) || size == 0 || size > INT64_MAX)
+                return -EINVAL;
+        snprintf(size_arg, 32, "%" PRIu64, size);
+        return fd_check_regular(fd);
+}
+
 int qemu_img_create(int fd, QemuFormat format, uint64_t size, bool preallocate, char **error) {
         char size_arg[32];
         int r;
 
-        if (!qemu_format_to_string(format) || size == 0 || size > INT64_MAX)
-                return -EINVAL;
-        r = fd_check_regular(fd);
+        r = check_sized_call(fd, format, size, size_arg);
         if (r < 0)
                 return r;
-        snprintf(size_arg, sizeof size_arg, "%" PRIu64, size);
         const char *argv[] = {
                 "qemu-img", "create", "-q", "-f", qemu_format_to_string(format),
                 "-o", preallocate ? "preallocation=falloc" : "preallocation=off",
@@ -396,12 +401,9 @@ int qemu_img_resize(int fd, QemuFormat format, uint64_t size, bool shrink, char 
         size_t n = 0;
         int r;
 
-        if (!qemu_format_to_string(format) || size == 0 || size > INT64_MAX)
-                return -EINVAL;
-        r = fd_check_regular(fd);
+        r = check_sized_call(fd, format, size, size_arg);
         if (r < 0)
                 return r;
-        snprintf(size_arg, sizeof size_arg, "%" PRIu64, size);
         argv[n++] = "qemu-img";
         argv[n++] = "resize";
         argv[n++] = "-q";
