@@ -174,29 +174,31 @@ class ConvertTest(Qcow2TestCase):
         self.assertEqual(guest_bytes(self.file("v", "revisions", rev), "raw"), content)
         self.assertEqual(self.c.info(v)["format"], "qcow2")
 
+    def assert_raw_across_a_restart(self, v, content):
+        """v is a raw volume holding content, and still is after a SIGKILL; its object now."""
+        def check(v):
+            self.assertEqual(self.prop(v, "Format"), "raw")
+            with open(self.file("v"), "rb") as f:
+                self.assertEqual(f.read(), content)
+        check(v)
+        self.restart_daemon()
+        v = self.c.get_volume("p1", "v")
+        check(v)
+        return v
+
     def test_qcow2_to_raw_and_back_after_a_restart(self):
         v, content = self.raw_volume_with_data()
         self.convert(v, "qcow2", {"compress": True})
         self.assertGreater(self.c.info(v)["compressed_clusters"], 0)
         self.convert(v, "raw")
-        self.assertEqual(self.prop(v, "Format"), "raw")
-        with open(self.file("v"), "rb") as f:
-            self.assertEqual(f.read(), content)
-        self.restart_daemon()
-        v = self.c.get_volume("p1", "v")
-        self.assertEqual(self.prop(v, "Format"), "raw")
+        v = self.assert_raw_across_a_restart(v, content)
 
     def test_revert_to_a_revision_of_the_other_format_restores_that_format(self):
         v, content = self.raw_volume_with_data()
         self.convert(v, "qcow2")
         (rev, _), = self.prop(v, "Revisions")
         self.c.revert(v, rev)
-        self.assertEqual(self.prop(v, "Format"), "raw")
-        with open(self.file("v"), "rb") as f:
-            self.assertEqual(f.read(), content)
-        self.restart_daemon()
-        v = self.c.get_volume("p1", "v")
-        self.assertEqual(self.prop(v, "Format"), "raw")
+        v = self.assert_raw_across_a_restart(v, content)
         revs = self.prop(v, "Revisions")
         self.assertEqual(len(revs), 1)
         self.assertEqual(qemu_image_info(self.file("v", "revisions", revs[0][0]), "qcow2")["format"], "qcow2")
