@@ -57,7 +57,6 @@ int image_stat(Volume *v, int vdir_fd, const char *name, const char *format, uin
         const PoolDriver *d = v->pool->driver;
         _cleanup_close_ int fd = -EBADF;
         uint64_t size, usage;
-        Qcow2Info info;
         int f = format_of(format), r;
 
         if (f < 0)
@@ -69,10 +68,9 @@ int image_stat(Volume *v, int vdir_fd, const char *name, const char *format, uin
                 fd = d->object_open(vdir_fd, name, O_RDONLY);
                 if (fd < 0)
                         return fd;
-                r = image_inspect_qcow2(v, fd, &info, NULL);
+                r = qcow2_read_virtual_size(fd, &size);
                 if (r < 0)
                         return r == -ENOMEDIUM ? -EBADMSG : r;
-                size = info.virtual_size;
         }
         *ret_size = size;
         *ret_usage = usage;
@@ -106,18 +104,27 @@ int image_convert(Volume *v, int src_dir_fd, const char *src, const char *src_fo
         const PoolDriver *d = v->pool->driver;
         _cleanup_close_ int in = -EBADF, out = -EBADF;
         int from = format_of(src_format), to = format_of(dst_format), r;
-        uint64_t size, usage;
+        Qcow2Info info;
+        struct stat st;
+        uint64_t size;
 
         if (from < 0 || to < 0)
                 return -EMEDIUMTYPE;
-        r = image_stat(v, src_dir_fd, src, src_format, &size, &usage);
-        if (r < 0)
-                return r;
-        if (progress && progress->total == 0)     /* a published job's total is its own */
-                progress->total = size;
         in = d->object_open(src_dir_fd, src, O_RDONLY);
         if (in < 0)
                 return in;
+        /* What qemu reads is what the inspector passed: the same open file. */
+        if (from == QEMU_FORMAT_QCOW2) {
+                r = image_inspect_qcow2(v, in, &info, NULL);
+                if (r < 0)
+                        return r == -ENOMEDIUM ? -EBADMSG : r;
+                size = info.virtual_size;
+        } else if (fstat(in, &st) < 0)
+                return -errno;
+        else
+                size = (uint64_t) st.st_size;
+        if (progress && progress->total == 0)     /* a published job's total is its own */
+                progress->total = size;
         r = d->object_create(v, dst_dir_fd, dst, 0, false);
         if (r < 0)
                 return r;

@@ -22,8 +22,9 @@ const char *image_format_static(const char *format);
 int image_create(Volume *v, int vdir_fd, const char *name, const char *format, uint64_t size, bool preallocate,
                  char **error);
 
-/* The guest-visible size of the image in object name (a qcow2 image's from its header, checked
- * by the inspector: -EBADMSG when unsafe) and the bytes its object allocates. */
+/* The guest-visible size of the image in object name (a qcow2 image's as its header states it:
+ * one small read, no verdict on the image; -EBADMSG when there is no such header) and the bytes
+ * its object allocates. */
 int image_stat(Volume *v, int vdir_fd, const char *name, const char *format, uint64_t *ret_size,
                uint64_t *ret_usage);
 
@@ -33,7 +34,8 @@ int image_resize(Volume *v, int vdir_fd, const char *name, const char *format, u
                  char **error);
 
 /* The image of src_format in src (beneath src_dir_fd) written as the new object dst (beneath
- * dst_dir_fd) of dst_format, by qemu-img convert. progress->done follows qemu's percentage of
+ * dst_dir_fd) of dst_format, by qemu-img convert, a qcow2 source once it passed the inspector
+ * (-EBADMSG). progress->done follows qemu's percentage of
  * progress->total (the image's virtual size when 0: a job's is set before it is published);
  * its cancel flag stops qemu (-ECANCELED). On failure dst does not exist. */
 int image_convert(Volume *v, int src_dir_fd, const char *src, const char *src_format, int dst_dir_fd,

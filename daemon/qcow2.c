@@ -445,3 +445,20 @@ int qcow2_count_compressed(int fd, uint64_t file_size, const Qcow2Info *info, ui
         *ret = count;
         return 0;
 }
+
+int qcow2_read_virtual_size(int fd, uint64_t *ret) {
+        uint8_t b[32];
+        ssize_t n;
+        uint64_t size;
+
+        n = pread_full(fd, b, sizeof b, 0);
+        if (n < 0)
+                return (int) n;
+        if ((size_t) n < sizeof b || be32(b) != QCOW2_MAGIC)
+                return -ENOMEDIUM;
+        size = be64(b + 24);
+        if (size == 0 || size > QCOW2_VIRTUAL_SIZE_MAX)
+                return -EBADMSG;
+        *ret = size;
+        return 0;
+}

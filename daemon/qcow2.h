@@ -99,3 +99,9 @@ int qcow2_inspect(int fd, uint64_t file_size, const Qcow2Limits *limits, Qcow2In
  * would not give for a file of file_size bytes. A read error is its -errno. *ret is untouched on
  * failure. */
 int qcow2_count_compressed(int fd, uint64_t file_size, const Qcow2Info *info, uint64_t *ret);
+
+/* The virtual size an image's header states, read with one small pread(): for Size, which the
+ * event loop reads after every change, not a verdict on the image (qcow2_inspect() is, before
+ * anything else reads it). -ENOMEDIUM when fd holds no qcow2 header, -EBADMSG when the size is
+ * 0 or above QCOW2_VIRTUAL_SIZE_MAX. */
+int qcow2_read_virtual_size(int fd, uint64_t *ret);

@@ -642,6 +642,35 @@ static void virtual_size_zero_or_off_sectors_is_refused(void **state) {
         assert_refused(b, QCOW2_BAD_VIRTUAL_SIZE, NULL);
 }
 
+/* qcow2_read_virtual_size() over a memfd holding b. */
+static int read_virtual_size(const Bytes *b, uint64_t *ret) {
+        int fd, r;
+
+        fd = memfd_create("qcow2", MFD_CLOEXEC);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, b->data, b->size), (ssize_t) b->size);
+        r = qcow2_read_virtual_size(fd, ret);
+        close(fd);
+        return r;
+}
+
+static void header_size_is_read_alone(void **state) {
+        Bytes *b = copy(state, IMG_V3);
+        uint64_t size = 0;
+
+        assert_int_equal(read_virtual_size(b, &size), 0);
+        assert_int_equal(size, UINT64_C(1) << 30);
+        put64(b, H_SIZE, 0);
+        assert_int_equal(read_virtual_size(b, &size), -EBADMSG);
+        put64(b, H_SIZE, UINT64_C(1) << 62);
+        assert_int_equal(read_virtual_size(b, &size), -EBADMSG);
+        put32(b, 0, 0);                 /* no magic: not qcow2 */
+        assert_int_equal(read_virtual_size(b, &size), -ENOMEDIUM);
+        b->size = 16;                   /* shorter than the size field */
+        assert_int_equal(read_virtual_size(b, &size), -ENOMEDIUM);
+        assert_int_equal(size, UINT64_C(1) << 30);
+}
+
 static void l1_table_beyond_eof_is_refused(void **state) {
         Bytes *b = copy(state, IMG_V3);
 
@@ -1047,6 +1076,7 @@ int main(void) {
                 T(virtual_size_2_to_the_62_is_refused),
                 T(virtual_size_above_the_callers_limit_is_refused),
                 T(virtual_size_zero_or_off_sectors_is_refused),
+                T(header_size_is_read_alone),
                 T(l1_table_beyond_eof_is_refused),
                 T(l1_table_partly_beyond_eof_is_refused),
                 T(l1_table_misplaced_or_misfit_is_refused),
