@@ -14,8 +14,8 @@
 #include "log.h"
 #include "volume-dbus.h"
 
-/* Info reads the image on a worker thread (a qcow2 image's L2 tables may be megabytes) while
- * the volume is kept by readers. */
+/* Info reads the image on a worker thread, never on the loop (a qcow2 image's L2 tables may be
+ * megabytes), while the volume is kept by readers. */
 typedef struct InfoWork {
         sd_bus_message *msg;
         Volume *volume;
@@ -140,9 +140,15 @@ int method_info(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         i->msg = sd_bus_message_ref(msg);
         i->volume = v;
         strcpy(i->format, v->settings.format);
+        r = workers_run(v->pool->manager->workers, info_work, info_done, i);
+        if (r < 0) {
+                sd_bus_message_unref(i->msg);
+                free(i);
+                if (r == -EMFILE)
+                        return sd_bus_error_set(error, ERR_LIMITS_EXCEEDED, "Too many operations are running; try again later.");
+                return r;
+        }
         v->readers++;
-        if (workers_run(v->pool->manager->workers, info_work, info_done, i) < 0)
-                info_done(info_work(i), i);     /* no worker free: the image is read here */
         return 1;
 }
 

@@ -21,10 +21,10 @@ int workers_new(sd_event *event, unsigned max_threads, unsigned max, Workers **r
 Workers *workers_free(Workers *w);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Workers *, workers_free);
 
-/* -EMFILE when max work items run or wait already. done is called exactly once, from the loop, unless
- * this returns an error. */
 /* Waits, blocking, until every running work item finished and its done callback ran. */
 void workers_drain(Workers *w);
 
+/* -EMFILE when max work items run or wait already. done is called exactly once, from the loop, unless
+ * this returns an error. */
 int workers_run(Workers *w, WorkFunc work, WorkDone done, void *userdata);
 unsigned workers_running(Workers *w);
