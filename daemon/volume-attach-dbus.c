@@ -235,10 +235,8 @@ static void attach_done(int r, void *userdata) {
                 attach_ready(r, w);
 }
 
-/* NotSupported when v's format cannot be attached here. */
+/* NotSupported when v's format cannot be attached here: qcow2 without qemu-storage-daemon. */
 static int check_attachable(Volume *v, sd_bus_error *error) {
-        if (!streq(v->settings.format, "raw") && !is_exported(v))
-                return sd_bus_error_setf(error, ERR_NOT_SUPPORTED, "Attaching %s volumes is not supported.", v->settings.format);
         if (is_exported(v) && access(QEMU_STORAGE_DAEMON_PATH, X_OK) < 0)
                 return sd_bus_error_setf(error, ERR_NOT_SUPPORTED,
                                          "Attaching qcow2 volumes needs %s (Debian package qemu-system-common), "
