@@ -67,17 +67,12 @@ static int find_export_source(Volume *v, const ExportOptions *o, const struct st
         return 0;
 }
 
-/* Opens, read-only, the committed image or revision the options name; its format in ret_format. */
-static int open_export_source(Volume *v, const ExportOptions *o, const struct stat *dst, const char **ret_format,
-                              sd_bus_error *error) {
+/* Opens, read-only, the committed image (id 0) or revision id. */
+static int open_export_source(Volume *v, uint64_t id, sd_bus_error *error) {
         _cleanup_free_ char *object = NULL;
         _cleanup_close_ int vdir_fd = -EBADF;
-        uint64_t id;
-        int fd, r;
+        int fd;
 
-        r = find_export_source(v, o, dst, &id, ret_format, error);
-        if (r < 0)
-                return r;
         object = id ? revision_object(id) : strdup(OBJECT_IMAGE);
         if (!object)
                 return -ENOMEM;
@@ -291,7 +286,7 @@ int method_export(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        src_fd = open_export_source(v, &o, &st, &from, error);
+        src_fd = open_export_source(v, id, error);
         if (src_fd < 0)
                 return src_fd;
         dst_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
@@ -307,10 +302,14 @@ int method_export_begin(sd_bus_message *msg, void *userdata, sd_bus_error *error
         ExportOptions o = {};
         _cleanup_close_ int fd = -EBADF;
         const char *format;
+        uint64_t id;
         Session *s;
         int r;
 
         r = options_read(msg, export_begin_spec, &o, NULL, error);
+        if (r < 0)
+                return r;
+        r = find_export_source(v, &o, NULL, &id, &format, error);
         if (r < 0)
                 return r;
         if (session_find(v->pool->manager, v, SESSION_EXPORT, sd_bus_message_get_sender(msg)))
@@ -321,7 +320,7 @@ int method_export_begin(sd_bus_message *msg, void *userdata, sd_bus_error *error
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        fd = open_export_source(v, &o, NULL, &format, error);
+        fd = open_export_source(v, id, error);
         if (fd < 0)
                 return fd;
         r = session_new(v, SESSION_EXPORT, sd_bus_message_get_sender(msg), &s);
