@@ -28,7 +28,6 @@ mkfs.ext4.
 
 import contextlib
 import errno
-import hashlib
 import os
 import signal
 import subprocess
@@ -66,19 +65,6 @@ def storage_daemons():
         if state != "Z" and argv and os.path.basename(argv[0]) == "qemu-storage-daemon":
             found[int(entry)] = argv
     return found
-
-
-def file_sha256(path, size):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        remaining = size
-        while remaining > 0:
-            block = f.read(min(4 * MiB, remaining))
-            if not block:
-                break
-            digest.update(block)
-            remaining -= len(block)
-    return digest.hexdigest()
 
 
 class AttachQcow2TestCase(test_attach.AttachTestCase):
@@ -261,7 +247,7 @@ class AttachQcow2(AttachQcow2TestCase):
         with open(device, "rb") as f:
             f.seek(0, os.SEEK_END)
             self.assertEqual(f.tell(), DISK)
-        self.assertEqual(file_sha256(device, DISK), file_sha256(raw, DISK))
+        self.assertEqual(harness.content_sha256(device, DISK), harness.content_sha256(raw, DISK))
         self.assertNotEqual(self.read_device(device, 0, 4), b"QFI\xfb")
         # A read-only device: the write is refused.
         with self.assertRaises(OSError) as cm:
@@ -335,7 +321,7 @@ class AttachQcow2(AttachQcow2TestCase):
         obj = self.qcow2_volume("q", 8 * MiB, started=True)
         device = self.attach(obj, read_only=True)
         export, _ = self.assert_qcow2_attached(obj, "q", device, read_only=True)
-        before = file_sha256(self.work("q"), os.path.getsize(self.work("q")))
+        before = harness.file_sha256(self.work("q"))
         with self.assertRaises(OSError) as cm:
             self.write_device(device, 0, b"x" * SECTOR)
         self.assertIn(cm.exception.errno, (errno.EROFS, errno.EACCES, errno.EPERM))
@@ -348,7 +334,7 @@ class AttachQcow2(AttachQcow2TestCase):
                 os.close(fd)
         self.c.detach(obj)
         self.assert_qcow2_gone(obj, "q")
-        self.assertEqual(file_sha256(self.work("q"), os.path.getsize(self.work("q"))), before)
+        self.assertEqual(harness.file_sha256(self.work("q")), before)
 
     def test_resize_of_a_writable_attachment_reaches_the_device(self):
         obj = self.qcow2_volume("q", 8 * MiB, started=True)
