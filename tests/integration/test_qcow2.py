@@ -45,6 +45,17 @@ class Qcow2TestCase(harness.CisternTestCase):
     def prop(self, obj, name):
         return self.c.prop(obj, VOLUME, name)
 
+    def make_canary(self):
+        """A host file an image could name, read at 1 s past the epoch: reading it shows."""
+        canary = os.path.join(self.env.tmp, "canary")   # outside what snapshot_state() reads
+        with open(canary, "wb") as f:
+            f.write(b"host secret" * 100)
+        os.utime(canary, (1, 1))
+        return canary
+
+    def assert_canary_untouched(self):
+        self.assertEqual(os.stat(self.canary).st_atime, 1, "the canary file was read")
+
     def restart_daemon(self):
         """SIGKILL: whatever it had not written is lost; the next call activates it again."""
         self.env.kill_daemon()
@@ -300,16 +311,11 @@ class RawStaysRawTest(Qcow2TestCase):
 
     def setUp(self):
         super().setUp()
-        self.canary = os.path.join(self.env.tmp, "canary")   # outside what snapshot_state() reads
-        with open(self.canary, "wb") as f:
-            f.write(b"host secret" * 100)
-        os.utime(self.canary, (1, 1))
+        self.canary = self.make_canary()
         self.v = self.make_volume(self.pool, "r", 4 * MiB)
         write_at(self.file("r"), 0, evil_qcow2_header(self.canary))
         self.bytes = guest_bytes(self.file("r"), "raw")
 
-    def assert_canary_untouched(self):
-        self.assertEqual(os.stat(self.canary).st_atime, 1, "the canary file was read")
 
     def test_info_and_size_are_raw(self):
         info = self.c.info(self.v)
@@ -339,10 +345,7 @@ class RewrittenWorkingCopyTest(Qcow2TestCase):
 
     def setUp(self):
         super().setUp()
-        self.canary = os.path.join(self.env.tmp, "canary")   # outside what snapshot_state() reads
-        with open(self.canary, "wb") as f:
-            f.write(b"host secret" * 100)
-        os.utime(self.canary, (1, 1))
+        self.canary = self.make_canary()
         self.v = self.make_volume(self.pool, "q", 4 * MiB, format="qcow2")
         self.c.start_volume(self.v)
         evil = os.path.join(self.env.tmp, "evil.qcow2")
@@ -353,7 +356,7 @@ class RewrittenWorkingCopyTest(Qcow2TestCase):
             dst.truncate()
 
     def tearDown(self):
-        self.assertEqual(os.stat(self.canary).st_atime, 1, "the canary file was read")
+        self.assert_canary_untouched()
         super().tearDown()
 
     def test_resize_and_info_refuse_it(self):
