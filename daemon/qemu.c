@@ -21,7 +21,6 @@
 /* Against an image crafted to keep qemu busy forever, not against honest work: convert gets
  * time in proportion to the bytes (zlib compression runs at about 20 MB/s of CPU). */
 #define QEMU_IMG_CPU_SEC              60U           /* create, resize */
-#define QEMU_IMG_CHECK_CPU_SEC        600U
 #define QEMU_IMG_CONVERT_CPU_SEC      3600U
 #define QEMU_IMG_CONVERT_CPU_SEC_GIB  120U
 #define QEMU_STARTUP_TIMEOUT_USEC     (30 * USEC_PER_SEC)
@@ -474,26 +473,6 @@ int qemu_img_convert(int src_fd, QemuFormat src_format, int dst_fd, QemuFormat d
         if (r == 0 && progress)
                 progress_raise(progress, progress->total);
         return r;
-}
-
-int qemu_img_check(int fd, QemuFormat format, char **error) {
-        _cleanup_free_ char *message = NULL;
-        int r;
-
-        if (!qemu_format_to_string(format))
-                return -EINVAL;
-        r = fd_check_regular(fd);
-        if (r < 0 || format == QEMU_FORMAT_RAW)
-                return r;
-        const char *argv[] = { "qemu-img", "check", "-q", "-f", qemu_format_to_string(format),
-                               "/proc/self/fd/3", NULL };
-        r = qemu_img_run(argv, &fd, 1, QEMU_IMG_CHECK_CPU_SEC, NULL, &message);
-        /* qemu-img check(1): 2 corruptions, 3 leaked clusters only, anything else a failure. */
-        if (r == 0 || r == 3)
-                return r == 3;
-        if (error)
-                *error = TAKE_PTR(message);
-        return r == 2 ? -EUCLEAN : r < 0 ? r : -EIO;
 }
 
 /* Whether something is mounted on name (a dead FUSE mount included): 1 yes, 0 no. The name,

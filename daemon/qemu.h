@@ -70,9 +70,6 @@ typedef struct QemuConvertOptions {
 int qemu_img_convert(int src_fd, QemuFormat src_format, int dst_fd, QemuFormat dst_format,
                      const QemuConvertOptions *options, CopyProgress *progress, char **error);
 
-/* qemu-img check, read-only: 0 consistent, 1 only leaked clusters (space lost, data intact),
- * -EUCLEAN corruptions found, -EIO could not check. A raw image has nothing to check: 0. */
-int qemu_img_check(int fd, QemuFormat format, char **error);
 
 /* Exports the image in image_fd over FUSE on the regular file mount_name in the directory
  * mount_dirfd (one component: no '/', no symlink), through a daemonized qemu-storage-daemon
