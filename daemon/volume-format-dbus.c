@@ -231,14 +231,10 @@ int method_convert(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         r = volume_work_new(v, msg, &w);
         if (r < 0)
                 return r;
-        w->format = image_format_static(format);
         w->compress = o.compress;
         r = volume_plan_revisions(v, true, 0, w);
-        if (r >= 0) {
-                w->metadata = volume_format_change_json(v, w->new_revision);
-                if (!w->metadata)
-                        r = -ENOMEM;
-        }
+        if (r >= 0)
+                r = volume_plan_format(v, w, format);
         if (r >= 0)
                 r = volume_work_publish_job(w, v->size, error);
         if (r < 0) {

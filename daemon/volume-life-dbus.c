@@ -364,14 +364,9 @@ int method_revert(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         if (r < 0)
                 return r;
         w->revision = n;
-        w->format = image_format_static(volume_find_revision(v, n)->format);
         r = volume_plan_revisions(v, true, n, w);
-        /* A revision of another format: volume.json says how to tell whether it was committed. */
-        if (r >= 0 && !streq(w->format, v->settings.format)) {
-                w->metadata = volume_format_change_json(v, w->new_revision);
-                if (!w->metadata)
-                        r = -ENOMEM;
-        }
+        if (r >= 0)     /* the revision's format: it may predate a Convert */
+                r = volume_plan_format(v, w, volume_find_revision(v, n)->format);
         if (r < 0) {
                 volume_work_free(w, r);
                 return r;

@@ -458,7 +458,7 @@ int volume_import_work(void *userdata) {
 }
 
 /* Convert: the committed image written anew in w->format, which becomes the committed image
- * (and the format recorded before the rename, see volume_format_change_json()). */
+ * (and the format recorded before the rename, see volume_plan_format()). */
 int volume_convert_work(void *userdata) {
         VolumeWork *w = userdata;
         Volume *v = w->volume;
@@ -476,7 +476,8 @@ int volume_convert_work(void *userdata) {
                           volume_work_progress(w), &w->error);
         if (r < 0)
                 return r;
-        r = volume_format_change_record(w->metadata, vdir_fd, staging, w->format);
+        /* Another format: recorded first (see volume_plan_format()). */
+        r = w->metadata ? volume_format_change_record(w->metadata, vdir_fd, staging, w->format) : 0;
         if (r >= 0)
                 r = commit_object(w, vdir_fd, staging);
         if (r < 0)

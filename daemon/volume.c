@@ -167,7 +167,8 @@ static int volume_write_json(Volume *v, int vdir_fd) {
         return store_write_json(vdir_fd, VOLUME_JSON, o);
 }
 
-json_object *volume_format_change_json(Volume *v, uint64_t new_revision) {
+/* volume.json as it reads with the new revision (0: none) in the present format. */
+static json_object *format_change_json(Volume *v, uint64_t new_revision) {
         _cleanup_(json_object_putp) json_object *o = volume_to_json(v);
         json_object *list, *r;
         char id[21];
@@ -185,6 +186,16 @@ json_object *volume_format_change_json(Volume *v, uint64_t new_revision) {
             json_object_object_add(r, "format", json_object_new_string(v->settings.format)) < 0)
                 return NULL;
         return TAKE_PTR(o);
+}
+
+int volume_plan_format(Volume *v, VolumeWork *w, const char *format) {
+        w->format = image_format_static(format);
+        if (!w->format)
+                return -EINVAL;
+        if (streq(w->format, v->settings.format))
+                return 0;
+        w->metadata = format_change_json(v, w->new_revision);
+        return w->metadata ? 0 : -ENOMEM;
 }
 
 int volume_format_change_record(json_object *o, int vdir_fd, const char *object, const char *format) {

@@ -75,13 +75,6 @@ int volume_open_dir(Volume *v);
 
 int volume_load(Pool *p, const char *name, Volume **ret);
 int volume_save(Volume *v);
-/* For a change of the committed image's format (Convert, or Revert to a revision of another
- * format): volume.json as it must read while that commits, prepared on the loop with the new
- * revision (new_revision, 0 none) in the present format. format_change_record() then adds, on the
- * worker, the inode of the object that is about to become the image, before it is renamed over
- * it: at load the image has that inode exactly when the change was committed. */
-json_object *volume_format_change_json(Volume *v, uint64_t new_revision);
-int volume_format_change_record(json_object *o, int vdir_fd, const char *object, const char *format);
 int volume_create(Volume *v, uint64_t size, bool preallocate);
 /* A new volume whose committed image is a copy of source's object source_object. */
 int volume_create_copy(Volume *v, Volume *source, const char *source_object, CopyProgress *progress);
@@ -153,6 +146,15 @@ VolumeWork *volume_work_free(VolumeWork *w, int result);
  * and applied after it succeeded. */
 int volume_plan_revisions(Volume *v, bool adds_revision, uint64_t consumed, VolumeWork *w);
 void volume_apply_revisions(Volume *v, const VolumeWork *w, uint64_t consumed);
+
+/* For a change that leaves the committed image in format (Convert, Revert), planned on the loop
+ * after volume_plan_revisions(): w->format, and when that is another format than v's,
+ * w->metadata, volume.json as it must read while that commits (the new revision in the present
+ * format). volume_format_change_record() then adds, on the worker, the inode of the object about
+ * to become the image, before it is renamed over it: at load the image has that inode exactly
+ * when the change was committed. */
+int volume_plan_format(Volume *v, VolumeWork *w, const char *format);
+int volume_format_change_record(json_object *o, int vdir_fd, const char *object, const char *format);
 const Revision *volume_find_revision(Volume *v, uint64_t id);
 uint64_t revision_id_from_string(const char *s);    /* 0 when not a revision id */
 char *revision_object(uint64_t id);                  /* OBJECT_REVISIONS "/<id>" */
